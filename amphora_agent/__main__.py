@@ -1,0 +1,3 @@
+from amphora_agent.main import main
+
+raise SystemExit(main())

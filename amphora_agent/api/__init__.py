@@ -1,0 +1,1 @@
+"""HTTP routes of the Amphora API, one module per area."""

@@ -1,0 +1,5 @@
+"""Routes: plug (to be written)."""
+
+from flask import Blueprint
+
+blueprint = Blueprint("plug", __name__)

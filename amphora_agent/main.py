@@ -1,0 +1,61 @@
+"""amphora-agent --config-file FILE: serve the Amphora API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from amphora_agent.app import create_app
+from amphora_agent.config import ConfigError, load_config
+from amphora_agent.context import AgentContext
+from amphora_agent.server import AgentServer, make_tls_context
+
+LOG = logging.getLogger("amphora_agent")
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amphora-agent", description=__doc__)
+    parser.add_argument("--config-file", required=True, type=Path,
+                        help="INI file with Octavia's [amphora_agent], [haproxy_amphora], "
+                        "[health_manager] and [controller_worker] sections")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(args.config_file)
+        tls = make_tls_context(config.agent_server_cert, config.agent_server_ca)
+    except (ConfigError, OSError) as exc:
+        print(f"amphora-agent: {exc}", file=sys.stderr)
+        return 2
+
+    context = AgentContext(config=config)
+    app = create_app(context)
+    server = AgentServer(
+        config.bind_host, config.bind_port, app, tls, config.agent_request_read_timeout
+    )
+    context.server = server
+
+    def stop(signum, _frame) -> None:
+        LOG.info("signal %s: shutting down (haproxy and keepalived keep running)", signum)
+        # shutdown() waits for serve_forever to return, so it must not run on its thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    LOG.info("amphora %s listening on %s:%s", config.amphora_id, config.bind_host,
+             config.bind_port)
+    server.serve_forever()
+    server.server_close()
+    return 0

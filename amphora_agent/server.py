@@ -1,0 +1,106 @@
+"""The HTTPS server: mutual TLS, with the handshake done off the accept loop.
+
+werkzeug's own TLS support wraps the listening socket, so the handshake of every client runs in
+the accepting thread and one slow or hostile client stalls everyone. Here the listening socket
+stays plain; each accepted connection gets its own thread, which performs the handshake under a
+timeout and only then hands the TLS socket to the WSGI handler. A client without a certificate
+chaining to the CA fails the handshake and never reaches a handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+
+LOG = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 128
+
+
+def make_tls_context(server_pem: Path, ca_pem: Path) -> ssl.SSLContext:
+    """A server context that presents server_pem (key + cert + chain) and demands a client cert."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(str(server_pem))
+    context.load_verify_locations(cafile=str(ca_pem))
+    return context
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        LOG.info('%s "%s" %s %s', self.address_string(), self.requestline, code, size)
+
+
+class AgentServer(ThreadedWSGIServer):
+    """A threaded WSGI server that speaks mutual TLS with a replaceable certificate."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        app: Flask,
+        context: ssl.SSLContext,
+        read_timeout: float,
+    ) -> None:
+        handler = type("AgentHandler", (_QuietHandler,), {"timeout": read_timeout})
+        super().__init__(host, port, app, handler=handler)
+        # Set after the base class ran, so the listening socket stays plain (see module doc);
+        # werkzeug reads it to report wsgi.url_scheme = https.
+        self.ssl_context = context
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def replace_context(self, context: ssl.SSLContext) -> None:
+        """Serve a new certificate to every connection accepted from now on."""
+        self.ssl_context = context
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            LOG.warning("too many connections; dropping %s", client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            tls = self._handshake(request, client_address)
+            if tls is None:
+                return
+            try:
+                self.finish_request(tls, client_address)
+            except Exception:
+                self.handle_error(tls, client_address)
+            finally:
+                self.shutdown_request(tls)
+        finally:
+            self._slots.release()
+
+    def _handshake(self, request: socket.socket, client_address) -> ssl.SSLSocket | None:
+        request.settimeout(HANDSHAKE_TIMEOUT_S)
+        try:
+            tls = self.ssl_context.wrap_socket(
+                request, server_side=True, do_handshake_on_connect=False
+            )
+            tls.do_handshake()
+        except (OSError, ssl.SSLError) as exc:
+            LOG.info("TLS handshake with %s failed: %s", client_address, exc)
+            self.shutdown_request(request)
+            return None
+        tls.settimeout(None)
+        return tls
+
+    def handle_error(self, request, client_address) -> None:
+        LOG.debug("connection from %s ended with an error", client_address, exc_info=True)

@@ -1,0 +1,1 @@
+"""amphora-harness: start real amphorae, drive them like a controller, test the live data plane."""

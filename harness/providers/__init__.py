@@ -1,0 +1,1 @@
+"""Where a lab runs: docker (default) or netns."""
