@@ -19,13 +19,25 @@ def namespace_exists(namespace: str) -> bool:
     return (NETNS_DIR / namespace).exists()
 
 
+# haproxy binds listeners to the VIP before keepalived holds it (the backup of an active/standby
+# pair never holds it until failover), so the namespace must allow binding absent addresses.
+NAMESPACE_SYSCTLS = ("net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1")
+
+
 def ensure_namespace(namespace: str) -> None:
-    """Create the namespace with its loopback up, unless it exists (the agent may restart)."""
-    if not namespace or namespace_exists(namespace):
+    """Create the namespace with loopback up and non-local binds allowed (idempotent: the agent
+    may restart and find it)."""
+    if not namespace:
         return
-    subprocess.run(["ip", "netns", "add", namespace], check=True, capture_output=True)
+    if not namespace_exists(namespace):
+        subprocess.run(["ip", "netns", "add", namespace], check=True, capture_output=True)
     subprocess.run(
         in_namespace(namespace, ["ip", "link", "set", "lo", "up"]),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        in_namespace(namespace, ["sysctl", "-q", "-w", *NAMESPACE_SYSCTLS]),
         check=True,
         capture_output=True,
     )
