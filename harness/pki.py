@@ -60,7 +60,7 @@ class CertificateAuthority:
 
     def __init__(self, common_name: str = "amphora-harness lab CA") -> None:
         self._key = new_key()
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.certificate = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
@@ -96,7 +96,7 @@ class CertificateAuthority:
         """Issue a certificate for a server (CN = amphora id, or a TLS listener's host name)
         or, with client=True, for the driver."""
         key = new_key(key_kind)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         builder = (
             x509.CertificateBuilder()
