@@ -5,11 +5,21 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write data to path so that readers see either the old file or the whole new one."""
+def atomic_write(
+    path: Path,
+    data: bytes,
+    mode: int = 0o600,
+    validate: Callable[[Path], None] | None = None,
+) -> None:
+    """Write data to path so that readers see either the old file or the whole new one.
+
+    validate, when given, is called with the complete temp file before it replaces path; if it
+    raises, the temp file is removed, path is left untouched and the exception propagates.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -18,6 +28,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+        if validate is not None:
+            validate(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
+from amphora_agent import netns
 from amphora_agent.app import create_app
-from amphora_agent.config import ConfigError, load_config
+from amphora_agent.config import AgentConfig, ConfigError, load_config
 from amphora_agent.context import AgentContext
+from amphora_agent.fsutil import remove_stale_temp_files
+from amphora_agent.haproxy import HaproxySupervisor
 from amphora_agent.server import AgentServer, make_tls_context
 
 LOG = logging.getLogger("amphora_agent")
@@ -24,6 +28,27 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         "[health_manager] and [controller_worker] sections")
     parser.add_argument("--log-level", default="INFO")
     return parser
+
+
+def prepare_host(config: AgentConfig) -> None:
+    """What must be in place before the first request: the data-plane namespace, and no temp
+    files a crash may have left half written."""
+    netns.ensure_namespace(config.network_namespace)
+    for directory in (config.base_path, config.base_cert_dir):
+        remove_stale_temp_files(directory)
+
+
+def adopt_haproxy(config: AgentConfig) -> HaproxySupervisor:
+    """The haproxy supervisor. haproxy processes outlive the agent and are found again through
+    their pid files; nothing is started or restarted here."""
+    supervisor = HaproxySupervisor(config)
+    for lb_id, pid in supervisor.running_summary().items():
+        if pid is None:
+            LOG.info("load balancer %s: haproxy not running (%s)", lb_id,
+                     supervisor.status(lb_id))
+        else:
+            LOG.info("load balancer %s: haproxy running, master pid %s", lb_id, pid)
+    return supervisor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     context = AgentContext(config=config)
+    try:
+        prepare_host(config)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"amphora-agent: cannot prepare the host: {exc}", file=sys.stderr)
+        return 2
+    context.services["haproxy"] = adopt_haproxy(config)
     app = create_app(context)
     server = AgentServer(
         config.bind_host, config.bind_port, app, tls, config.agent_request_read_timeout

@@ -1,0 +1,344 @@
+"""haproxy supervision: one master-worker haproxy per load balancer, with no systemd.
+
+Each load balancer's haproxy runs as `haproxy -W -D -p PIDFILE -f CFG`: a daemonized master that
+is not the agent's child, so it outlives the agent. Everything the agent needs to find it again
+after a restart is on disk: the config and the master's pid file under {base_path}/{lb_id}/,
+checked against /proc (the pid must belong to a live haproxy whose command line names that
+config, so a recycled pid is never mistaken for it).
+
+A reload is SIGUSR2 to the master, which re-executes itself, starts new workers that take the
+listening sockets over from the old ones (haproxy passes them with `-x sockpair@...` on its own
+in master-worker mode) and lets the old workers finish their connections: no connection is
+refused. A haproxy that dies is not restarted: in an active/standby pair keepalived's check
+script must see it gone and fail over; /listeners reports it as ERROR.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from amphora_agent import netns
+from amphora_agent.config import AgentConfig
+from amphora_agent.fsutil import atomic_write
+from amphora_agent.haproxy_config import HaproxyConfig, parse_haproxy_config
+from amphora_agent.validation import is_uuid
+
+LOG = logging.getLogger(__name__)
+
+CHECK_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
+RELOAD_TIMEOUT_S = 15.0
+SOCKET_TIMEOUT_S = 5.0
+_POLL_S = 0.02
+
+# Listener / load-balancer states as the Amphora API reports them.
+ACTIVE = "ACTIVE"
+STOPPED = "STOPPED"
+ERROR = "ERROR"
+
+
+class HaproxyError(Exception):
+    """haproxy refused a config or an action; output is what it printed."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__(output)
+        self.output = output
+
+
+def peer_name(amphora_id: str) -> str:
+    """The local peer name haproxy gets with -L, derived from the amphora id as Octavia's
+    driver does when it writes the `peers` section (haproxy limits peer name length)."""
+    digest = hashlib.sha1(amphora_id.encode(), usedforsecurity=False).digest()
+    name = base64.b64encode(digest, altchars=b"_-").decode().rstrip("=")
+    # A leading '-' would read as an option (haproxy issue 644).
+    return "x" + name[1:] if name.startswith("-") else name
+
+
+def socket_command(path: Path, command: str, timeout: float = SOCKET_TIMEOUT_S) -> str:
+    """Send one command to a haproxy stats socket and return the whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+class HaproxySupervisor:
+    """Starts, stops, reloads and finds the haproxy of every load balancer.
+
+    Callers serialize actions on one load balancer (the API holds context.lock(lb_id)); the
+    read-only queries are safe from any thread.
+    """
+
+    def __init__(self, config: AgentConfig) -> None:
+        self._config = config
+        self._peer_name = peer_name(config.amphora_id)
+        # Called with the lb id just before a reload or stop: the heartbeat snapshots the
+        # statistics counters there, so deltas survive the workers being replaced.
+        self.reload_hooks: list[Callable[[str], None]] = []
+
+    # --- layout -----------------------------------------------------------------------------
+
+    def lb_dir(self, lb_id: str) -> Path:
+        return self._config.base_path / lb_id
+
+    def config_path(self, lb_id: str) -> Path:
+        return self.lb_dir(lb_id) / "haproxy.cfg"
+
+    def pid_path(self, lb_id: str) -> Path:
+        return self.lb_dir(lb_id) / f"{lb_id}.pid"
+
+    def cert_dir(self, lb_id: str) -> Path:
+        return self._config.base_cert_dir / lb_id
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def lb_ids(self) -> list[str]:
+        """Every load balancer with an uploaded config, sorted."""
+        base = self._config.base_path
+        if not base.is_dir():
+            return []
+        return sorted(
+            entry.name for entry in base.iterdir()
+            if is_uuid(entry.name) and self.config_path(entry.name).is_file()
+        )
+
+    def exists(self, lb_id: str) -> bool:
+        return is_uuid(lb_id) and self.config_path(lb_id).is_file()
+
+    def parsed_config(self, lb_id: str) -> HaproxyConfig:
+        """The load balancer's config as parsed by the naming convention (empty if none)."""
+        try:
+            return parse_haproxy_config(self.config_path(lb_id).read_text(errors="replace"))
+        except OSError:
+            return HaproxyConfig()
+
+    def stats_socket(self, lb_id: str) -> Path | None:
+        return self.parsed_config(lb_id).stats_socket
+
+    def master_process(self, lb_id: str) -> psutil.Process | None:
+        """The live master of this load balancer's haproxy, or None."""
+        try:
+            pid = int(self.pid_path(lb_id).read_text().split()[0])
+            process = psutil.Process(pid)
+            alive = process.status() != psutil.STATUS_ZOMBIE
+            ours = str(self.config_path(lb_id)) in process.cmdline()
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return None
+        return process if alive and ours else None
+
+    def master_pid(self, lb_id: str) -> int | None:
+        master = self.master_process(lb_id)
+        return master.pid if master else None
+
+    def worker_pids(self, lb_id: str) -> list[int]:
+        """The master's live workers (old ones still draining connections included)."""
+        master = self.master_process(lb_id)
+        if master is None:
+            return []
+        try:
+            children = master.children()
+        except psutil.Error:
+            return []
+        return sorted(child.pid for child in children if _is_alive(child))
+
+    def is_running(self, lb_id: str) -> bool:
+        return self.master_process(lb_id) is not None
+
+    def status(self, lb_id: str) -> str:
+        """ACTIVE when running, ERROR when it died (its pid file is left), STOPPED otherwise."""
+        if self.is_running(lb_id):
+            return ACTIVE
+        return ERROR if self.pid_path(lb_id).exists() else STOPPED
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def check(self, config_file: Path) -> None:
+        """Run haproxy's own config check, raising HaproxyError with its output."""
+        argv = [self._config.haproxy_cmd, "-c", "-L", self._peer_name, "-f", str(config_file)]
+        result = _run(argv, CHECK_TIMEOUT_S)
+        if result.returncode != 0:
+            raise HaproxyError(result.stdout)
+
+    def install_config(self, lb_id: str, data: bytes) -> None:
+        """Replace the load balancer's config with data, only if haproxy accepts it.
+
+        A rejected config raises HaproxyError and leaves every file as it was: the running
+        haproxy keeps serving the previous config.
+        """
+        lb_dir = self.lb_dir(lb_id)
+        created = not lb_dir.exists()
+        try:
+            atomic_write(self.config_path(lb_id), data, validate=self.check)
+        except HaproxyError:
+            if created:
+                with contextlib.suppress(OSError):
+                    lb_dir.rmdir()
+            raise
+
+    def start(self, lb_id: str) -> None:
+        """Start haproxy for a load balancer (nothing to do if it runs)."""
+        if self.is_running(lb_id):
+            return
+        config_file = self.config_path(lb_id)
+        self.check(config_file)
+        pid_file = self.pid_path(lb_id)
+        pid_file.unlink(missing_ok=True)
+        argv = netns.in_namespace(
+            self._config.network_namespace,
+            [self._config.haproxy_cmd, "-W", "-D", "-p", str(pid_file), "-L", self._peer_name,
+             "-f", str(config_file)],
+        )
+        result = _run(argv, START_TIMEOUT_S)
+        if result.returncode != 0:
+            raise HaproxyError(result.stdout)
+        if not _wait_for(lambda: self.is_running(lb_id), START_TIMEOUT_S):
+            raise HaproxyError(f"haproxy for {lb_id} did not come up\n{result.stdout}")
+        LOG.info("haproxy for %s started, master pid %s", lb_id, self.master_pid(lb_id))
+
+    def reload(self, lb_id: str) -> str:
+        """Seamlessly reload haproxy on its current config; start it if it is not running.
+
+        Returns the action taken: "reload" or "start".
+        """
+        master = self.master_process(lb_id)
+        if master is None:
+            self.start(lb_id)
+            return "start"
+        # Certificates may have changed since the upload was checked.
+        self.check(self.config_path(lb_id))
+        self._run_hooks(lb_id)
+        self._save_server_state(lb_id)
+        before = set(self.worker_pids(lb_id))
+        master.send_signal(signal.SIGUSR2)
+
+        def new_worker_up() -> bool:
+            if not self.is_running(lb_id):
+                raise HaproxyError(f"haproxy master {master.pid} exited during the reload")
+            return bool(set(self.worker_pids(lb_id)) - before)
+
+        if not _wait_for(new_worker_up, RELOAD_TIMEOUT_S):
+            raise HaproxyError(f"haproxy for {lb_id} started no new worker after a reload")
+        return "reload"
+
+    def stop(self, lb_id: str) -> None:
+        """Stop haproxy (hard stop, as systemd's stop does) and forget its pid file."""
+        master = self.master_process(lb_id)
+        if master is not None:
+            self._run_hooks(lb_id)
+            try:
+                processes = [master, *master.children()]
+                master.terminate()
+            except psutil.NoSuchProcess:
+                processes = []
+            if not _wait_for(lambda: not _alive(processes), STOP_TIMEOUT_S):
+                for process in _alive(processes):
+                    with contextlib.suppress(psutil.Error):
+                        process.kill()
+                if not _wait_for(lambda: not _alive(processes), STOP_TIMEOUT_S):
+                    pids = [process.pid for process in _alive(processes)]
+                    raise HaproxyError(f"haproxy processes {pids} did not exit")
+            _reap(master.pid)
+            LOG.info("haproxy for %s stopped", lb_id)
+        self.pid_path(lb_id).unlink(missing_ok=True)
+
+    def delete(self, lb_id: str) -> None:
+        """Stop haproxy and remove everything the load balancer had on disk."""
+        stats_socket = self.stats_socket(lb_id)
+        self.stop(lb_id)
+        # The socket path comes from the uploaded config: remove it only if it is a socket.
+        if stats_socket is not None:
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(stats_socket.lstat().st_mode):
+                    stats_socket.unlink()
+        shutil.rmtree(self.cert_dir(lb_id), ignore_errors=True)
+        shutil.rmtree(self.lb_dir(lb_id), ignore_errors=True)
+
+    def running_summary(self) -> dict[str, int | None]:
+        """Master pid (None when not running) of every load balancer; logged at agent start."""
+        return {lb_id: self.master_pid(lb_id) for lb_id in self.lb_ids()}
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _run_hooks(self, lb_id: str) -> None:
+        for hook in self.reload_hooks:
+            try:
+                hook(lb_id)
+            except Exception:  # a hook must never block a reload or stop
+                LOG.exception("reload hook %r failed for %s", hook, lb_id)
+
+    def _save_server_state(self, lb_id: str) -> None:
+        """Keep member health and weights across the reload (haproxy's server-state-file),
+        when the config asks for it and the file is inside the agent's base path."""
+        parsed = self.parsed_config(lb_id)
+        state_file = parsed.server_state_file
+        if state_file is None or parsed.stats_socket is None:
+            return
+        if not state_file.resolve().is_relative_to(self._config.base_path.resolve()):
+            LOG.warning("not saving server state of %s outside %s", lb_id,
+                        self._config.base_path)
+            return
+        try:
+            state = socket_command(parsed.stats_socket, "show servers state")
+            atomic_write(state_file, state.encode(), mode=0o644)
+        except OSError as exc:
+            LOG.warning("could not save the server state of %s: %s", lb_id, exc)
+
+
+def _is_alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    # psutil's wait_procs would wait out the timeout on a zombie nobody reaps (the master is
+    # not our child), so liveness is judged by status instead.
+    return [process for process in processes if _is_alive(process)]
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the master happens to be our child (agent running as an
+    init process); otherwise there is nothing to do."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace", timeout=timeout, start_new_session=True, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise HaproxyError(f"{argv[0]} timed out after {timeout:.0f} s") from exc
+    except OSError as exc:
+        raise HaproxyError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(_POLL_S)
+    return condition()
