@@ -214,15 +214,11 @@ class HaproxySupervisor:
             raise HaproxyError(f"haproxy for {lb_id} did not come up\n{result.stdout}")
         LOG.info("haproxy for %s started, master pid %s", lb_id, self.master_pid(lb_id))
 
-    def reload(self, lb_id: str) -> str:
-        """Seamlessly reload haproxy on its current config; start it if it is not running.
-
-        Returns the action taken: "reload" or "start".
-        """
+    def reload(self, lb_id: str) -> None:
+        """Seamlessly reload a running haproxy on its current config."""
         master = self.master_process(lb_id)
         if master is None:
-            self.start(lb_id)
-            return "start"
+            raise HaproxyError(f"haproxy for {lb_id} is not running")
         # Certificates may have changed since the upload was checked.
         self.check(self.config_path(lb_id))
         self._run_hooks(lb_id)
@@ -237,7 +233,6 @@ class HaproxySupervisor:
 
         if not _wait_for(new_worker_up, RELOAD_TIMEOUT_S):
             raise HaproxyError(f"haproxy for {lb_id} started no new worker after a reload")
-        return "reload"
 
     def stop(self, lb_id: str) -> None:
         """Stop haproxy (hard stop, as systemd's stop does) and forget its pid file."""

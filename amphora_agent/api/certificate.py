@@ -1,5 +1,112 @@
-"""Routes: certificate (to be written)."""
+"""Routes: a load balancer's certificate files, and rotation of the agent's own certificate."""
 
-from flask import Blueprint
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from flask import Blueprint, jsonify
+
+from amphora_agent import API_VERSION
+from amphora_agent.certificates import (
+    NO_CERTIFICATE,
+    CertificateError,
+    md5_hex,
+    validate_key_and_certificate,
+    validate_lb_file,
+)
+from amphora_agent.context import ctx
+from amphora_agent.errors import APIError
+from amphora_agent.fsutil import atomic_write
+from amphora_agent.server import make_tls_context
+from amphora_agent.validation import is_cert_filename, is_uuid, read_body
 
 blueprint = Blueprint("certificate", __name__)
+PREFIX = f"/{API_VERSION}"
+CERT_ROUTE = f"{PREFIX}/loadbalancer/<lb_id>/certificates/<filename>"
+# Serializes server certificate rotations (file write + TLS context swap).
+SERVER_CERT_LOCK = "server-certificate"
+
+
+def _cert_path(lb_id: str, filename: str, *, uploading: bool) -> Path:
+    """The file for (lb_id, filename), refusing any name that is not safe to join."""
+    if not is_cert_filename(filename):
+        raise APIError(400, "Filename has wrong format")
+    if not is_uuid(lb_id):
+        if uploading:
+            raise APIError(400, "Invalid request", "load balancer ids must be UUIDs")
+        raise APIError(404, "Loadbalancer Not Found", f"No loadbalancer with UUID: {lb_id}")
+    return ctx().config.base_cert_dir / lb_id / filename
+
+
+@blueprint.put(CERT_ROUTE)
+def upload_certificate(lb_id: str, filename: str):
+    path = _cert_path(lb_id, filename, uploading=True)
+    context = ctx()
+    body = read_body(context.config.max_request_body_bytes)
+    try:
+        validate_lb_file(body)
+    except CertificateError as exc:
+        raise APIError(400, str(exc)) from exc
+    with context.lock(lb_id):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(path, body, mode=0o600)
+    response = jsonify(message="OK")
+    response.headers["ETag"] = md5_hex(body)
+    return response
+
+
+@blueprint.get(CERT_ROUTE)
+def get_certificate_md5(lb_id: str, filename: str):
+    """The md5 of a stored file; never the file itself (it holds a private key)."""
+    path = _cert_path(lb_id, filename, uploading=False)
+    try:
+        md5sum = md5_hex(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise APIError(404, "Certificate Not Found",
+                       f"No certificate with filename: {filename}") from exc
+    response = jsonify(md5sum=md5sum)
+    response.headers["ETag"] = md5sum
+    return response
+
+
+@blueprint.delete(CERT_ROUTE)
+def delete_certificate(lb_id: str, filename: str):
+    path = _cert_path(lb_id, filename, uploading=False)
+    with ctx().lock(lb_id):
+        path.unlink(missing_ok=True)
+    return jsonify(message="OK")
+
+
+@blueprint.put(f"{PREFIX}/certificate")
+def rotate_server_certificate():
+    """Store a new server certificate and serve it to every connection accepted after this
+    response (the connection carrying this request keeps the old one)."""
+    context = ctx()
+    config = context.config
+    body = read_body(config.max_request_body_bytes)
+    try:
+        validate_key_and_certificate(body)
+    except CertificateError as exc:
+        raise APIError(400, str(exc)) from exc
+    loaded: list[ssl.SSLContext] = []
+
+    def load_as_server_context(candidate: Path) -> None:
+        # The very file about to become agent_server_cert must load, or it is not installed.
+        try:
+            loaded.append(make_tls_context(candidate, config.agent_server_ca))
+        except ssl.SSLError as exc:
+            raise CertificateError(NO_CERTIFICATE) from exc
+
+    with context.lock(SERVER_CERT_LOCK):
+        try:
+            atomic_write(config.agent_server_cert, body, mode=0o600,
+                         validate=load_as_server_context)
+        except CertificateError as exc:
+            raise APIError(400, str(exc)) from exc
+    response = jsonify(message="OK")
+    response.status_code = 202
+    server = context.server
+    if server is not None:
+        response.call_on_close(lambda: server.replace_context(loaded[0]))
+    return response

@@ -1,0 +1,139 @@
+"""The figures of GET /1.0/info and /1.0/details, measured on the host the agent runs on.
+
+Units follow the Amphora API's specification: memory and disk in kB; CPU times in clock ticks
+since boot (Octavia reads them straight from /proc/stat); network byte counters per interface
+of the data-plane namespace (the agent's own namespace when none is configured).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import socket
+import subprocess
+
+import psutil
+
+from amphora_agent import API_VERSION
+from amphora_agent.config import AgentConfig
+from amphora_agent.haproxy import HaproxySupervisor
+
+_KB = 1024
+_TICKS = os.sysconf("SC_CLK_TCK")
+_COMMAND_TIMEOUT_S = 5.0
+
+
+@functools.cache
+def package_version(package: str, binary: str) -> str:
+    """The installed version of a package, as Debian knows it; else the binary's own report.
+
+    Cached: packages do not change under a running agent.
+    """
+    for argv, pattern in (
+        (["dpkg-query", "-W", "-f=${Version}", package], r"(\S+)"),
+        ([binary, "-v"], r"\bv?(\d+\.\d+\S*)"),
+    ):
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True,
+                                    timeout=_COMMAND_TIMEOUT_S, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        match = re.search(pattern, result.stdout + result.stderr)
+        if result.returncode == 0 and match:
+            return match.group(1)
+    return "unknown"
+
+
+def info(config: AgentConfig) -> dict:
+    return {
+        "hostname": socket.gethostname(),
+        "uuid": config.amphora_id,
+        "haproxy_version": package_version("haproxy", config.haproxy_cmd),
+        "api_version": API_VERSION,
+    }
+
+
+def _cpu() -> dict[str, int]:
+    times = psutil.cpu_times()
+    total = sum(times)
+
+    def ticks(seconds: float) -> int:
+        return round(seconds * _TICKS)
+
+    return {"total": ticks(total), "user": ticks(times.user), "system": ticks(times.system),
+            "soft_irq": ticks(times.softirq)}
+
+
+def _meminfo() -> dict[str, int]:
+    """/proc/meminfo in kB (psutil has no committed_as nor slab on every version)."""
+    values = {}
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            key, _, rest = line.partition(":")
+            fields = rest.split()
+            if fields and fields[0].isdigit():
+                values[key] = int(fields[0])
+    return values
+
+
+def _memory() -> dict[str, int]:
+    info_kb = _meminfo()
+    names = {"total": "MemTotal", "free": "MemFree", "available": "MemAvailable",
+             "buffers": "Buffers", "cached": "Cached", "shared": "Shmem", "slab": "Slab",
+             "committed_as": "Committed_AS"}
+    memory = {name: info_kb.get(key, 0) for name, key in names.items()}
+    memory["swap_used"] = info_kb.get("SwapTotal", 0) - info_kb.get("SwapFree", 0)
+    return memory
+
+
+def _disk() -> dict[str, int]:
+    usage = psutil.disk_usage("/")
+    return {"used": usage.used // _KB, "available": usage.free // _KB}
+
+
+def _networks(namespace: str) -> dict[str, dict[str, int]]:
+    """tx/rx byte counters of every interface but loopback."""
+    if not namespace:
+        counters = psutil.net_io_counters(pernic=True)
+        return {name: {"network_tx": c.bytes_sent, "network_rx": c.bytes_recv}
+                for name, c in sorted(counters.items()) if name != "lo"}
+    try:
+        result = subprocess.run(["ip", "-n", namespace, "-s", "-j", "link", "show"],
+                                capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S,
+                                check=True)
+        links = json.loads(result.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {}
+    return {
+        link["ifname"]: {"network_tx": link["stats64"]["tx"]["bytes"],
+                         "network_rx": link["stats64"]["rx"]["bytes"]}
+        for link in links
+        if link.get("ifname") != "lo" and "stats64" in link
+    }
+
+
+def details(config: AgentConfig, haproxy: HaproxySupervisor) -> dict:
+    lb_ids = haproxy.lb_ids()
+    listeners = sorted(
+        listener_id for lb_id in lb_ids for listener_id in haproxy.parsed_config(lb_id).listeners
+    )
+    return {
+        **info(config),
+        "networks": _networks(config.network_namespace),
+        "active": True,
+        "haproxy_count": sum(1 for lb_id in lb_ids if haproxy.is_running(lb_id)),
+        "cpu_count": os.cpu_count(),
+        "cpu": _cpu(),
+        "memory": _memory(),
+        "disk": _disk(),
+        "load": [f"{value:.2f}" for value in os.getloadavg()],
+        "topology": config.loadbalancer_topology,
+        "topology_status": "OK",
+        "listeners": listeners,
+        "packages": {
+            "haproxy": package_version("haproxy", config.haproxy_cmd),
+            "keepalived": package_version("keepalived", config.keepalived_cmd),
+        },
+    }
