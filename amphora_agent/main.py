@@ -16,6 +16,8 @@ from amphora_agent.config import AgentConfig, ConfigError, load_config
 from amphora_agent.context import AgentContext
 from amphora_agent.fsutil import remove_stale_temp_files
 from amphora_agent.haproxy import HaproxySupervisor
+from amphora_agent.heartbeat import start_heartbeat
+from amphora_agent.keepalived import KeepalivedSupervisor
 from amphora_agent.server import AgentServer, make_tls_context
 
 LOG = logging.getLogger("amphora_agent")
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amphora-agent: cannot prepare the host: {exc}", file=sys.stderr)
         return 2
     context.services["haproxy"] = adopt_haproxy(config)
+    # keepalived, like haproxy, outlives the agent and is found again through its pid file.
+    context.services["keepalived"] = KeepalivedSupervisor(config)
+    start_heartbeat(context)
     app = create_app(context)
     server = AgentServer(
         config.bind_host, config.bind_port, app, tls, config.agent_request_read_timeout

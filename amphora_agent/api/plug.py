@@ -1,5 +1,90 @@
-"""Routes: plug (to be written)."""
+"""Routes: plug the VIP port and member-network ports; which interface carries an address."""
 
-from flask import Blueprint
+from __future__ import annotations
 
-blueprint = Blueprint("plug", __name__)
+import ipaddress
+
+from flask import Blueprint, jsonify, request
+
+from amphora_agent.context import ctx
+from amphora_agent.errors import APIError
+from amphora_agent.plug import InterfaceNotFound, PlugError, Plugger
+from amphora_agent.plug_request import (
+    PlugRequestError,
+    parse_network_request,
+    parse_vip_request,
+)
+
+blueprint = Blueprint("plug", __name__, url_prefix="/1.0")
+
+# The driver retries a 404 whose details contain exactly this sentence (hot-plug still in flight).
+NO_INTERFACE = "No suitable network interface found"
+PLUG_STATE_FILE = "plugged_interfaces.json"
+
+
+def _plugger() -> Plugger:
+    config = ctx().config
+    return Plugger(config.network_namespace, config.base_path / PLUG_STATE_FILE)
+
+
+def _accepted(details: str):
+    response = jsonify(message="OK", details=details)
+    response.status_code = 202
+    return response
+
+
+def _body():
+    # Lenient about the Content-Type like Octavia's agent; unparsable JSON is a 400 below.
+    return request.get_json(force=True, silent=True)
+
+
+@blueprint.post("/plug/vip/<vip>")
+def plug_vip(vip: str):
+    try:
+        plug = parse_vip_request(vip, _body())
+    except PlugRequestError as exc:
+        raise APIError(400, exc.message, exc.details) from exc
+    context = ctx()
+    with context.lock("plug"):
+        try:
+            ifname = _plugger().plug_vip(plug, context.config.loadbalancer_topology)
+        except InterfaceNotFound as exc:
+            raise APIError(404, NO_INTERFACE,
+                           f"{NO_INTERFACE} with MAC address {plug.mac}") from exc
+        except PlugError as exc:
+            raise APIError(500, "Error plugging VIP", str(exc)) from exc
+    return _accepted(f"VIP {plug.vips[0].address} plugged on interface {ifname}")
+
+
+@blueprint.post("/plug/network")
+def plug_network():
+    try:
+        plug = parse_network_request(_body())
+    except PlugRequestError as exc:
+        raise APIError(400, exc.message, exc.details) from exc
+    context = ctx()
+    with context.lock("plug"):
+        try:
+            ifname, existed = _plugger().plug_network(plug,
+                                                      context.config.loadbalancer_topology)
+        except InterfaceNotFound as exc:
+            raise APIError(404, NO_INTERFACE,
+                           f"{NO_INTERFACE} with MAC address {plug.mac}") from exc
+        except PlugError as exc:
+            raise APIError(500, "Error plugging network", str(exc)) from exc
+    if existed:
+        return _accepted(f"Updated existing interface {ifname}")
+    return _accepted(f"Plugged on interface {ifname}")
+
+
+@blueprint.get("/interface/<address>")
+def get_interface(address: str):
+    try:
+        ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise APIError(400, "Invalid IP address", str(exc)) from exc
+    ifname = _plugger().interface_with_address(address)
+    if ifname is None:
+        raise APIError(404, "Error interface not found for IP address",
+                       f"no interface in the data plane carries {address}")
+    return jsonify(message="OK", interface=ifname)
