@@ -57,9 +57,9 @@ NAME = pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "a name (letters, digits, '_', '.'
 # HTTP token characters (RFC 9110) minus those with a meaning in haproxy's syntax: quotes and '#'
 # (strings, comments) and '(', ')', ',' (sample fetch arguments) are not tokens anyway.
 TOKEN = pattern(r"[A-Za-z0-9!$&*+.^_`|~-]+", "an HTTP token (letters, digits, !$&*+-.^_`|~)", 128)
+# A host name or part of one (rules match prefixes and suffixes like ".example.com").
 HOST_NAME = pattern(
-    r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?",
-    "a host name (letters, digits, '.', '-', optional :port)",
+    r"[A-Za-z0-9.][A-Za-z0-9.:-]*", "a host name or part of one (letters, digits, . : -)"
 )
 # A URL path: RFC 3986 path characters. '%' (percent-encoding) is left out because haproxy reads
 # redirect locations as log-format strings where '%' starts a sample expression.
