@@ -7,10 +7,11 @@ its grammar raises ModelError naming the field: a hostile value never reaches a 
 """
 
 import enum
+import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from harness import grammar as g
 
@@ -62,10 +63,16 @@ Flag = Annotated[bool, g.boolean]
 TimeoutMs = Annotated[int, g.integer(1, 2**31 - 1)]  # haproxy's limit for a timeout
 
 
-def _grammar(annotation: Any) -> g.Grammar | None:
-    if get_origin(annotation) is Annotated:
-        return get_args(annotation)[1]
-    return None
+@functools.cache
+def _grammars(cls: type) -> dict[str, g.Grammar]:
+    """Field name -> grammar, from cls's Annotated type hints (resolved, so that modules using
+    `from __future__ import annotations` work too)."""
+    hints = get_type_hints(cls, include_extras=True)
+    return {
+        f.name: get_args(hints[f.name])[1]
+        for f in fields(cls)
+        if get_origin(hints[f.name]) is Annotated
+    }
 
 
 class Model:
@@ -78,14 +85,11 @@ class Model:
         """Check every field against its grammar (storing the canonical form), then every child
         object, then the rules that tie fields together."""
         owner = type(self).__name__
-        for f in fields(self):  # type: ignore[arg-type]
-            grammar = _grammar(f.type)
-            if grammar is None:
-                continue
+        for name, grammar in _grammars(type(self)).items():
             try:
-                setattr(self, f.name, grammar(getattr(self, f.name)))
+                setattr(self, name, grammar(getattr(self, name)))
             except g.GrammarError as exc:
-                raise ModelError(f"{owner}.{f.name}", str(exc)) from None
+                raise ModelError(f"{owner}.{name}", str(exc)) from None
         for label, obj in self._children():
             try:
                 obj.validate()

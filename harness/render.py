@@ -50,6 +50,7 @@ _MATCH_FLAG = {
 # haproxy runs these rule kinds in this order whatever the config says; rendering them in that
 # order keeps the file honest (and haproxy quiet).
 _ACTION_ORDER = [L7Action.REJECT, L7Action.REDIRECT_TO_URL, L7Action.REDIRECT_TO_POOL]
+_MAX_SOCKET_PATH = 97
 
 
 @dataclass(kw_only=True)
@@ -59,6 +60,12 @@ class AmphoraPaths(Model):
 
     base_path: Annotated[str, g.ABSOLUTE_PATH] = "/var/lib/octavia"
     base_cert_dir: Annotated[str, g.ABSOLUTE_PATH] = field(default="/var/lib/octavia/certs")
+
+    def check_consistency(self) -> None:
+        # haproxy refuses a stats socket path longer than a sockaddr_un allows it (97 bytes).
+        longest = self.stats_socket("0" * 36)
+        if len(longest) > _MAX_SOCKET_PATH:
+            self._fail("base_path", f"too long: {longest} exceeds {_MAX_SOCKET_PATH} characters")
 
     def stats_socket(self, lb_id: str) -> str:
         return f"{self.base_path}/{lb_id}.sock"
