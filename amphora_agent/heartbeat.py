@@ -54,7 +54,8 @@ class HealthCollector:
         with self.counters.lock:
             read = self._listener_stats(lb_id)
             if read is not None:
-                self.counters.snapshot(lb_id, *read)
+                pid, frontends, _ = read
+                self.counters.snapshot(lb_id, pid, frontends)
                 self.counters.save()
 
     def _listener_stats(self, lb_id: str) -> tuple[int, dict, list[dict[str, str]]] | None:
