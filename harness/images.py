@@ -217,6 +217,18 @@ class ImageBuilder:
             stale += [t for t in image.tags if t.startswith(REPOSITORY_PREFIX) and t not in current]
         return stale
 
+    def remove_unused(self, tag: str) -> bool:
+        """Remove an image tag unless a container (even a stopped one) still uses it."""
+        try:
+            self.client.images.remove(tag)
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # in use
+                return False
+            raise ImageBuildError(f"removing {tag}: {exc.explanation}") from exc
+        return True
+
     def _build_base(self, recipe: Recipe, tag: str) -> None:
         started = time.monotonic()
         sources = host_apt_sources()

@@ -187,6 +187,7 @@ class Lab:
         self._images = {"amphora": amphora_image, "member": member_image}
         self._nodes_per_network = dict.fromkeys(NETWORK_ROLES, 0)
         self._vips = 0
+        self._is_down = False
         self.workdir = Path(tempfile.mkdtemp(prefix=f"amphora-harness-{self.id}-"))
         self.pki = LabPKI(self.workdir / "pki")
 
@@ -210,6 +211,9 @@ class Lab:
 
     def down(self) -> None:
         """Save every node's log under results_dir, then remove everything (unless keep)."""
+        if self._is_down:
+            return
+        self._is_down = True
         _LIVE_LABS.discard(self)
         try:
             self._save_logs()

@@ -1,8 +1,39 @@
-"""The amphora-harness pytest plugin: lab options and fixtures (to be completed)."""
+"""The amphora-harness pytest plugin: lab options and fixtures.
+
+Options: --provider (where labs run), --keep-lab (leave labs running for inspection; remove them
+later with `amphora-harness gc`), --agent-image (boot amphorae from this image instead of ours:
+scenarios talk to amphorae only through the Amphora API, traffic and testinfra, so they run
+against any agent that honours the contract).
+
+Fixtures (module-scoped unless noted; a module sizes its lab by overriding `lab_shape`):
+
+    lab_provider    session: the provider; at session start it removes labs of dead runs
+    lab_factory     makes labs (Lab objects, already up) and tears them down with the module
+    lab             one lab
+    amphorae        lab_shape.amphorae booted amphorae, agents answering
+    amphora         the first of them
+    amphora_client  its driver client (harness.client.AmphoraClient)
+    amphora_host    a pytest-testinfra host inside it (processes, sockets, files)
+    members         lab_shape.members booted members (harness.member_server)
+    vip_client      a node on the VIP network: a tenant's client VM
+
+Node logs of every lab go to results/labs/<lab id>/ under the rootdir.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import pytest
+import testinfra
+
+from harness.client import AmphoraClient
+from harness.lab import Amphora, Lab, Member
+from harness.providers.base import Node, Provider, ProviderError
+
+LAB_FIXTURES = {"lab_factory", "lab_provider"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -13,3 +44,116 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="leave the lab running after the tests, for inspection")
     group.addoption("--agent-image", default=None,
                     help="run scenarios against this amphora image instead of the one we build")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses a lab carries the `lab` marker (`-m "not lab"` skips them)."""
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
+
+
+@dataclass(frozen=True)
+class LabShape:
+    """How many amphorae and members a module's lab boots, and agent settings for the
+    amphorae (harness.agent_config.AgentSettings fields, e.g. topology, controllers)."""
+
+    amphorae: int = 1
+    members: int = 2
+    agent_settings: dict = field(default_factory=dict)
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+
+
+def _make_provider(name: str) -> Provider:
+    if name == "docker":
+        from harness.providers.docker import DockerProvider
+
+        return DockerProvider()
+    raise ProviderError(f"the {name} provider is not implemented yet")
+
+
+@pytest.fixture(scope="session")
+def lab_provider(request: pytest.FixtureRequest) -> Provider:
+    try:
+        provider = _make_provider(request.config.getoption("--provider"))
+        removed = provider.gc(include_kept=False)
+    except ProviderError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if removed:
+        _say(request.config, f"amphora-harness: removed labs of dead runs: {', '.join(removed)}")
+    return provider
+
+
+@pytest.fixture(scope="session")
+def lab_results_dir(request: pytest.FixtureRequest) -> Path:
+    return request.config.rootpath / "results" / "labs"
+
+
+@pytest.fixture(scope="module")
+def lab_factory(
+    request: pytest.FixtureRequest, lab_provider: Provider, lab_results_dir: Path
+) -> Iterator[Callable[[], Lab]]:
+    keep = request.config.getoption("--keep-lab")
+    labs: list[Lab] = []
+
+    def make() -> Lab:
+        lab = Lab(
+            lab_provider,
+            amphora_image=request.config.getoption("--agent-image"),
+            keep=keep,
+            results_dir=lab_results_dir,
+        )
+        labs.append(lab)
+        return lab.up()
+
+    yield make
+    for lab in labs:
+        lab.down()
+        if keep:
+            _say(request.config, f"amphora-harness: kept lab {lab.id} (PKI in {lab.workdir}); "
+                 "remove it with `amphora-harness gc`")
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory: Callable[[], Lab]) -> Lab:
+    return lab_factory()
+
+
+@pytest.fixture(scope="module")
+def lab_shape() -> LabShape:
+    return LabShape()
+
+
+@pytest.fixture(scope="module")
+def amphorae(lab: Lab, lab_shape: LabShape) -> list[Amphora]:
+    return lab.add_amphorae(lab_shape.amphorae, **lab_shape.agent_settings)
+
+
+@pytest.fixture(scope="module")
+def amphora(amphorae: list[Amphora]) -> Amphora:
+    return amphorae[0]
+
+
+@pytest.fixture(scope="module")
+def amphora_client(amphora: Amphora) -> AmphoraClient:
+    return amphora.client
+
+
+@pytest.fixture(scope="module")
+def amphora_host(lab: Lab, amphora: Amphora) -> testinfra.host.Host:
+    return testinfra.get_host(lab.provider.testinfra_backend(amphora.node))
+
+
+@pytest.fixture(scope="module")
+def members(lab: Lab, lab_shape: LabShape) -> list[Member]:
+    return lab.add_members(lab_shape.members)
+
+
+@pytest.fixture(scope="module")
+def vip_client(lab: Lab) -> Node:
+    return lab.add_client()

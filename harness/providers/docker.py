@@ -13,6 +13,7 @@ import re
 import subprocess
 import tarfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address
@@ -22,7 +23,7 @@ from typing import TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import IPAMConfig, IPAMPool
+from docker.types import IPAMConfig, IPAMPool, Ulimit
 
 from harness.images import ImageBuilder, ImageBuildError
 from harness.providers.base import (
@@ -59,6 +60,10 @@ AMPHORA_CAPABILITIES = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
 AMPHORA_UNMASKED_PATHS = {"MaskedPaths": [], "ReadonlyPaths": []}
 # Namespaces and pid files live under /run: a fresh tmpfs per boot, as on a VM.
 AMPHORA_TMPFS = {"/run": "rw,mode=755"}
+# haproxy raises its file limit to about 2 x maxconn (Octavia's default connection limit is
+# 50,000 per listener, and Octavia's amphora allows haproxy 2,600,000 files); the kernel's
+# usual ceiling (fs.nr_open) is 1,048,576.
+AMPHORA_NOFILE = 1048576
 
 NETWORK_REMOVE_ATTEMPTS = 10
 PEER_INDEX = re.compile(r"@if(\d+):.*?link/ether ([0-9a-f:]{17})", re.S)
@@ -106,6 +111,7 @@ class DockerProvider(Provider):
             self.client = client or docker.from_env()
             self.client.ping()
         self.owner = owner_token()
+        self._nofile_allowed = True
 
     def _labels(self, lab_id: str, role: str, keep: bool) -> dict[str, str]:
         labels = {LAB_LABEL: lab_id, OWNER_LABEL: self.owner, ROLE_LABEL: role}
@@ -141,10 +147,29 @@ class DockerProvider(Provider):
             raise ProviderError(str(exc)) from exc
 
     def boot(self, spec: NodeSpec, *, keep: bool = False) -> Node:
+        try:
+            return self._boot(spec, keep, raise_nofile=spec.data_plane_privileges
+                              and self._nofile_allowed)
+        except ProviderError as exc:
+            if "rlimit" not in str(exc):
+                raise
+        # The engine may not grant more open files than its own limit (a dockerd started with
+        # LimitNOFILE=20000, say): boot with its default then, and say so once.
+        self._nofile_allowed = False
+        self._remove_container(spec.name)
+        warnings.warn(f"the Docker Engine refuses nofile={AMPHORA_NOFILE}; amphorae get the "
+                      "engine's default, which may be too low for haproxy's maxconn",
+                      stacklevel=2)
+        return self._boot(spec, keep, raise_nofile=False)
+
+    def _boot(self, spec: NodeSpec, keep: bool, raise_nofile: bool) -> Node:
         api = self.client.api
         privileges = {}
         if spec.data_plane_privileges:
             privileges = {"cap_add": AMPHORA_CAPABILITIES, "tmpfs": AMPHORA_TMPFS}
+        if raise_nofile:
+            privileges["ulimits"] = [Ulimit(name="nofile", soft=AMPHORA_NOFILE,
+                                            hard=AMPHORA_NOFILE)]
         host_config = api.create_host_config(network_mode=spec.network.name, **privileges)
         if spec.data_plane_privileges:
             host_config.update(AMPHORA_UNMASKED_PATHS)
@@ -167,6 +192,10 @@ class DockerProvider(Provider):
                 api.put_archive(node.handle, "/", _tar(spec.files))
             api.start(node.handle)
         return node
+
+    def _remove_container(self, name: str) -> None:
+        with _engine(f"removing {name}"):
+            _ignore_missing(lambda: self.client.api.remove_container(name, force=True, v=True))
 
     def _container(self, node: Node):
         with _engine(f"looking up {node.name}"):
