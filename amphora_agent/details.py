@@ -19,6 +19,7 @@ import psutil
 from amphora_agent import API_VERSION
 from amphora_agent.config import AgentConfig
 from amphora_agent.haproxy import HaproxySupervisor
+from amphora_agent.keepalived import KeepalivedSupervisor
 
 _KB = 1024
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -114,7 +115,8 @@ def _networks(namespace: str) -> dict[str, dict[str, int]]:
     }
 
 
-def details(config: AgentConfig, haproxy: HaproxySupervisor) -> dict:
+def details(config: AgentConfig, haproxy: HaproxySupervisor,
+            keepalived: KeepalivedSupervisor) -> dict:
     lb_ids = haproxy.lb_ids()
     listeners = sorted(
         listener_id for lb_id in lb_ids for listener_id in haproxy.parsed_config(lb_id).listeners
@@ -122,15 +124,13 @@ def details(config: AgentConfig, haproxy: HaproxySupervisor) -> dict:
     return {
         **info(config),
         "networks": _networks(config.network_namespace),
-        "active": True,
         "haproxy_count": sum(1 for lb_id in lb_ids if haproxy.is_running(lb_id)),
         "cpu_count": os.cpu_count(),
         "cpu": _cpu(),
         "memory": _memory(),
         "disk": _disk(),
         "load": [f"{value:.2f}" for value in os.getloadavg()],
-        "topology": config.loadbalancer_topology,
-        "topology_status": "OK",
+        **keepalived.topology(config.loadbalancer_topology),
         "listeners": listeners,
         "packages": {
             "haproxy": package_version("haproxy", config.haproxy_cmd),

@@ -30,7 +30,8 @@ def get_info():
 
 @blueprint.get(f"{PREFIX}/details")
 def get_details():
-    return jsonify(details.details(ctx().config, _haproxy()))
+    context = ctx()
+    return jsonify(details.details(context.config, _haproxy(), context.services["keepalived"]))
 
 
 @blueprint.get(f"{PREFIX}/listeners")
