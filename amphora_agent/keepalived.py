@@ -39,6 +39,7 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 _POLL_S = 0.05
 LOG_TAIL_BYTES = 4000
+ACTIVE_STANDBY = "ACTIVE_STANDBY"
 
 # Octavia's check_script.sh: run every check, fail if any fails.
 _CHECK_SCRIPT = """#!/bin/sh
@@ -149,6 +150,17 @@ class KeepalivedSupervisor:
                        for address in wanted)
         except (OSError, iproute.IPCommandError):
             return False
+
+    def topology(self, configured_topology: str) -> dict[str, str | bool]:
+        """/details' topology, topology_status and active, from the uploaded keepalived config
+        and the VRRP state: an amphora with a VRRP config is half of an active/standby pair,
+        healthy while keepalived runs, and active while it holds the VIP."""
+        if not self.configured():
+            return {"topology": configured_topology, "topology_status": "OK",
+                    "active": configured_topology != ACTIVE_STANDBY}
+        running = self.is_running()
+        return {"topology": ACTIVE_STANDBY, "topology_status": "OK" if running else "ERROR",
+                "active": running and self.holds_vip()}
 
     # --- actions ----------------------------------------------------------------------------
 
