@@ -76,9 +76,7 @@ class _Loader:
                 pool_ids, data.pop("default_pool"), f"{where}.default_pool"
             )
         if "certificate" in data:
-            extra["certificate"] = self.certificate(
-                data.pop("certificate"), f"{where}.certificate"
-            )
+            extra["certificate"] = self.certificate(data.pop("certificate"), f"{where}.certificate")
         if "sni_certificates" in data:
             names = _list(data.pop("sni_certificates"), f"{where}.sni_certificates")
             extra["sni_certificates"] = [

@@ -15,8 +15,10 @@ from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from harness import grammar as g
 
-# Octavia's defaults ([haproxy_amphora] options, API defaults).
-DEFAULT_CONNECTION_LIMIT = 50000
+# Octavia's defaults ([haproxy_amphora] options, API defaults), except the connection limit:
+# Octavia's 50000 per listener needs a file-descriptor limit above 100000 per listener in the
+# amphora (haproxy will not start otherwise); 2000 fits the limits hosts and containers have.
+DEFAULT_CONNECTION_LIMIT = 2000
 DEFAULT_TIMEOUT_CLIENT_DATA_MS = 50000
 DEFAULT_TIMEOUT_MEMBER_CONNECT_MS = 5000
 DEFAULT_TIMEOUT_MEMBER_DATA_MS = 50000

@@ -125,9 +125,7 @@ def _checked_amphora_id(amphora_id: str) -> str:
         raise ModelError("amphora_id", str(exc)) from None
 
 
-def render_haproxy(
-    lb: LoadBalancer, amphora_id: str, paths: AmphoraPaths | None = None
-) -> str:
+def render_haproxy(lb: LoadBalancer, amphora_id: str, paths: AmphoraPaths | None = None) -> str:
     """haproxy.cfg for lb as the amphora amphora_id runs it (the id goes into an X-Amphora-Id
     response header on HTTP listeners, so traffic shows which amphora carried a request)."""
     paths = paths or AmphoraPaths()

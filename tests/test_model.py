@@ -193,7 +193,7 @@ def test_bad_yaml_names_where_the_problem_is(text, where):
 def test_yaml_defaults_follow_octavia():
     lb = load_lb(lb_fixture("http"), addresses=ADDRESSES)
     listener = lb.listeners[0]
-    assert listener.connection_limit == 50000
+    assert listener.connection_limit == 2000
     assert (listener.timeout_client_data, listener.timeout_member_connect) == (50000, 5000)
     assert listener.pools[0].algorithm is Algorithm.ROUND_ROBIN
     assert all(m.weight == 1 and m.admin_state_up for m in listener.pools[0].members)

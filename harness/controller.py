@@ -1,0 +1,237 @@
+"""What a load-balancer controller does to amphorae, over the Amphora API only.
+
+One LoadBalancerController drives one load balancer on its amphorae: one for SINGLE, two for
+ACTIVE_STANDBY (the first is the VRRP MASTER, the second the BACKUP). The flows follow Octavia's
+driver:
+- create: plug the VIP on every amphora (the client retries the 404 an agent answers while the
+  hot-plugged interface has not appeared yet), upload certificates and crt-lists, upload
+  haproxy.cfg, start; for a pair also upload each amphora's keepalived.conf and start VRRP;
+- update: upload changed certificates, upload haproxy.cfg, reload; then delete certificate files
+  nothing refers to any more (so a rotation leaves only the new certificate behind);
+- delete: DELETE the load balancer's listeners (the agent stops haproxy and removes its files).
+Every file uploaded is checked against the md5 the agent answers with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from harness.client import AmphoraAPIError, AmphoraClient
+from harness.model import (
+    Certificate,
+    LoadBalancer,
+    Topology,
+    VipSubnet,
+    VrrpAmphora,
+    VrrpGroup,
+    VrrpRole,
+)
+from harness.render import AmphoraPaths, render_crt_list, render_haproxy, render_keepalived
+
+AMPHORAE_PER_TOPOLOGY = {Topology.SINGLE: 1, Topology.ACTIVE_STANDBY: 2}
+ROLES_IN_ORDER = (VrrpRole.MASTER, VrrpRole.BACKUP)
+
+
+class ControllerError(RuntimeError):
+    """A flow cannot go on: what went wrong, on which amphora."""
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class VipPort:
+    """A port on the VIP network attached to an amphora, as the cloud reports it: its MAC and
+    fixed IP (the amphora's own address there, vrrp_ip) on the VIP subnet."""
+
+    mac_address: str
+    vrrp_ip: str
+    subnet: VipSubnet
+    mtu: int | None = None
+
+    def plug_request(self) -> dict:
+        """The body of POST /1.0/plug/vip/{vip}."""
+        body: dict = {
+            "subnet_cidr": self.subnet.cidr,
+            "gateway": self.subnet.gateway,
+            "mac_address": self.mac_address,
+            "vrrp_ip": self.vrrp_ip,
+            "host_routes": [
+                {"destination": route.destination, "nexthop": route.nexthop}
+                for route in self.subnet.host_routes
+            ],
+        }
+        if self.mtu is not None:
+            body["mtu"] = self.mtu
+        return body
+
+
+@dataclass
+class _AmphoraState:
+    """What the controller remembers about one amphora of the load balancer."""
+
+    client: AmphoraClient
+    role: VrrpRole
+    vip_port: VipPort | None = None
+    interface: str | None = None
+    # Certificate files on the amphora: file name -> md5 of what was uploaded.
+    cert_files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def amphora_id(self) -> str:
+        return self.client.amphora_id
+
+
+class LoadBalancerController:
+    def __init__(
+        self,
+        lb: LoadBalancer,
+        clients: Sequence[AmphoraClient],
+        *,
+        paths: AmphoraPaths | None = None,
+        vrrp_group: VrrpGroup | None = None,
+    ) -> None:
+        wanted = AMPHORAE_PER_TOPOLOGY[lb.topology]
+        if len(clients) != wanted:
+            raise ControllerError(
+                f"a {lb.topology.value} load balancer runs on {wanted} amphorae, not {len(clients)}"
+            )
+        self.lb = lb
+        self.paths = paths or AmphoraPaths()
+        self.vrrp_group = vrrp_group or VrrpGroup()
+        self.amphorae = [
+            _AmphoraState(client, role)
+            for client, role in zip(clients, ROLES_IN_ORDER[: len(clients)], strict=True)
+        ]
+
+    @property
+    def is_pair(self) -> bool:
+        return self.lb.topology is Topology.ACTIVE_STANDBY
+
+    # --- flows ----------------------------------------------------------------------------
+
+    def create(self, vip_ports: Sequence[VipPort] | None = None) -> None:
+        """Plug the VIP (when ports are given; without them the VIP is assumed plugged already),
+        push the configuration and start haproxy, then VRRP for a pair."""
+        if vip_ports is not None:
+            if len(vip_ports) != len(self.amphorae):
+                raise ControllerError(f"need {len(self.amphorae)} VIP ports, got {len(vip_ports)}")
+            for amphora, port in zip(self.amphorae, vip_ports, strict=True):
+                self._plug_vip(amphora, port)
+        self._push(action="start")
+        if self.is_pair:
+            self.configure_vrrp()
+            for amphora in self.amphorae:
+                amphora.client.vrrp_action("start")
+
+    def update(self) -> None:
+        """Push the current model (certificates, haproxy.cfg) and reload."""
+        self._push(action="reload")
+
+    def delete(self) -> None:
+        """Remove the load balancer from its amphorae (haproxy stopped, files gone)."""
+        for amphora in self.amphorae:
+            if self.is_pair:
+                amphora.client.vrrp_action("stop")
+            amphora.client.delete_lb(self.lb.id)
+            amphora.cert_files.clear()
+
+    def rotate_certificate(self, old: Certificate, new: Certificate) -> None:
+        """Replace a certificate wherever listeners use it (default or SNI), then update: the
+        new file is uploaded, haproxy reloaded, the old file deleted."""
+        replaced = False
+        for listener in self.lb.listeners:
+            if listener.certificate is old:
+                listener.certificate = new
+                replaced = True
+            for index, cert in enumerate(listener.sni_certificates):
+                if cert is old:
+                    listener.sni_certificates[index] = new
+                    replaced = True
+        if not replaced:
+            raise ControllerError(f"no listener of {self.lb.id} uses certificate {old.id}")
+        self.update()
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _plug_vip(self, amphora: _AmphoraState, port: VipPort) -> None:
+        amphora.client.plug_vip(self.lb.vip_address, port.plug_request())
+        amphora.vip_port = port
+        # The agent says where it plugged the port ("VIP ... plugged on interface X"); asking
+        # by address is the documented way and works for an agent restarted since.
+        amphora.interface = amphora.client.get_interface(port.vrrp_ip)
+
+    def configure_vrrp(self) -> None:
+        """Upload each amphora's keepalived.conf (VIP plugged on both first)."""
+        for amphora in self.amphorae:
+            if amphora.vip_port is None or amphora.interface is None:
+                raise ControllerError(f"amphora {amphora.amphora_id}: VIP not plugged")
+        for amphora in self.amphorae:
+            peers = [other.vip_port.vrrp_ip for other in self.amphorae if other is not amphora]
+            vrrp = VrrpAmphora(
+                amphora_id=amphora.amphora_id,
+                role=amphora.role,
+                vrrp_ip=amphora.vip_port.vrrp_ip,
+                interface=amphora.interface,
+                peer_ips=peers,
+            )
+            text = render_keepalived(
+                self.lb, vrrp, amphora.vip_port.subnet, self.vrrp_group, self.paths
+            )
+            amphora.client.upload_vrrp_config(text)
+
+    def _push(self, action: str) -> None:
+        for amphora in self.amphorae:
+            # Render first: a model error must stop the flow before anything is sent.
+            config = render_haproxy(self.lb, amphora.amphora_id, self.paths)
+            files = self._certificate_files()
+            self._upload_certificates(amphora, files)
+            etag = amphora.client.upload_config(self.lb.id, config)
+            _check_md5(amphora, "haproxy.cfg", config.encode(), etag)
+            amphora.client.lb_action(self.lb.id, action)
+            self._delete_stale_certificates(amphora, files)
+
+    def _certificate_files(self) -> dict[str, bytes]:
+        """Every file the listeners need under the load balancer's certificate directory:
+        certificates as {id}.pem, crt-lists as {listener_id}.pem (Octavia's names)."""
+        files: dict[str, bytes] = {}
+        for listener in self.lb.listeners:
+            for cert in listener.certificates:
+                files[f"{cert.id}.pem"] = cert.pem
+            if listener.certificates:
+                files[f"{listener.id}.pem"] = render_crt_list(
+                    self.lb, listener, self.paths
+                ).encode()
+        return files
+
+    def _upload_certificates(self, amphora: _AmphoraState, files: dict[str, bytes]) -> None:
+        for name, data in files.items():
+            md5 = md5_hex(data)
+            if self._stored_md5(amphora, name) == md5:
+                continue  # already there, as Octavia's driver skips it
+            etag = amphora.client.upload_cert(self.lb.id, name, data)
+            _check_md5(amphora, name, data, etag)
+            amphora.cert_files[name] = md5
+
+    def _stored_md5(self, amphora: _AmphoraState, name: str) -> str | None:
+        try:
+            return amphora.client.get_cert_md5(self.lb.id, name)
+        except AmphoraAPIError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _delete_stale_certificates(self, amphora: _AmphoraState, files: dict[str, bytes]) -> None:
+        for name in sorted(set(amphora.cert_files) - set(files)):
+            amphora.client.delete_cert(self.lb.id, name)
+            del amphora.cert_files[name]
+
+
+def _check_md5(amphora: _AmphoraState, what: str, sent: bytes, etag: str) -> None:
+    if etag.strip('"') != md5_hex(sent):
+        raise ControllerError(
+            f"amphora {amphora.amphora_id}: {what} arrived with md5 {etag}, sent {md5_hex(sent)}"
+        )
