@@ -138,6 +138,7 @@ RECIPES: dict[str, Recipe] = {
         (
             ("amphora_agent", REPO_ROOT / "amphora_agent"),
             ("amphora-agent", IMAGES_DIR / "amphora" / "amphora-agent"),
+            ("amphora-init", IMAGES_DIR / "amphora" / "amphora-init"),
         ),
     ),
     "member": Recipe("member", (("member_server.py", REPO_ROOT / "harness" / "member_server.py"),)),
