@@ -45,6 +45,7 @@ STOP_TIMEOUT_S = 10.0
 RELOAD_TIMEOUT_S = 15.0
 SOCKET_TIMEOUT_S = 5.0
 _POLL_S = 0.02
+_EXEC_WINDOW_POLLS = 20
 
 # Listener / load-balancer states as the Amphora API reports them.
 ACTIVE = "ACTIVE"
@@ -139,11 +140,10 @@ class HaproxySupervisor:
         try:
             pid = int(self.pid_path(lb_id).read_text().split()[0])
             process = psutil.Process(pid)
-            alive = process.status() != psutil.STATUS_ZOMBIE
-            ours = str(self.config_path(lb_id)) in process.cmdline()
+            ours = str(self.config_path(lb_id)) in _command_line(process)
         except (OSError, ValueError, IndexError, psutil.Error):
             return None
-        return process if alive and ours else None
+        return process if ours and _is_alive(process) else None
 
     def master_pid(self, lb_id: str) -> int | None:
         master = self.master_process(lb_id)
@@ -227,7 +227,7 @@ class HaproxySupervisor:
         master.send_signal(signal.SIGUSR2)
 
         def new_worker_up() -> bool:
-            if not self.is_running(lb_id):
+            if not _is_alive(master):
                 raise HaproxyError(f"haproxy master {master.pid} exited during the reload")
             return bool(set(self.worker_pids(lb_id)) - before)
 
@@ -303,6 +303,17 @@ def _is_alive(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _command_line(process: psutil.Process) -> list[str]:
+    """The process's argv. While the master re-executes itself on a reload, /proc shows an
+    empty command line for a moment; wait that out (bounded) rather than report it dead."""
+    for _ in range(_EXEC_WINDOW_POLLS):
+        cmdline = process.cmdline()
+        if cmdline:
+            return cmdline
+        time.sleep(_POLL_S / 4)
+    return []
 
 
 def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:

@@ -15,6 +15,7 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 # Octavia names certificate files after a UUID, a SHA-1 or a host name ("WILDCARD.example.com"):
 # letters, digits, '_', '-', '.', never a leading dot, always ".pem" at the end.
 _CERT_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,250}\.pem")
+_CHUNK = 64 * 1024
 
 
 def is_uuid(value: str) -> bool:
@@ -30,12 +31,17 @@ def is_cert_filename(name: str) -> bool:
 def read_body(limit: int) -> bytes:
     """The request body, refusing (413) anything larger than limit bytes.
 
-    Reads at most limit + 1 bytes whatever the Content-Length says, so a chunked upload (which
-    older werkzeug versions do not limit) cannot make the agent buffer more than that.
+    Reads until the end of the body whatever the headers claim, so neither a false
+    Content-Length nor a chunked upload (which werkzeug 2.2 does not limit, and which werkzeug 3
+    cuts off silently at the limit) can make the agent store a truncated or oversized body.
     """
+    too_large = RequestEntityTooLarge(f"The request body is larger than {limit} bytes.")
     if request.content_length is not None and request.content_length > limit:
-        raise RequestEntityTooLarge(f"The request body is larger than {limit} bytes.")
-    data = request.stream.read(limit + 1)
-    if len(data) > limit:
-        raise RequestEntityTooLarge(f"The request body is larger than {limit} bytes.")
-    return data
+        raise too_large
+    chunks, size = [], 0
+    while chunk := request.stream.read(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)

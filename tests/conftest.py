@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.server
+import random
 import shutil
 import signal
 import socket
@@ -42,10 +43,26 @@ AGENT_READY_TIMEOUT_S = 20.0
 PROCESS_EXIT_TIMEOUT_S = 10.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _free_port() -> int:
+    """A free loopback port below the kernel's ephemeral range: ports bind(0) hands out are
+    also what every outgoing connection and every other test on this host picks from, so one
+    of those could take it before haproxy binds it."""
+    low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(100):
+        port = random.randrange(10000, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A function returning a loopback TCP port that is free right now."""
+    return _free_port
 
 
 def agent_command() -> list[str]:
@@ -134,7 +151,19 @@ def _kill_processes_using(directory: Path) -> None:
             with contextlib.suppress(psutil.Error):
                 process.kill()
                 victims.append(process)
-    psutil.wait_procs(victims, timeout=PROCESS_EXIT_TIMEOUT_S)
+    # Killed daemons are not our children: nobody may reap them, so a zombie counts as gone
+    # (psutil.wait_procs would wait for the zombie to disappear).
+    deadline = time.monotonic() + PROCESS_EXIT_TIMEOUT_S
+    while victims and time.monotonic() < deadline:
+        victims = [p for p in victims if _alive(p)]
+        time.sleep(0.02)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.fixture
@@ -173,7 +202,7 @@ def agent_factory(pki: LabPKI) -> Iterator[Callable[..., RunningAgent]]:
         if max_request_body_bytes is not None:
             options.setdefault("amphora_agent", {})["max_request_body_bytes"] = str(
                 max_request_body_bytes)
-        port = free_port()
+        port = _free_port()
         base_path = directory / "octavia"
         agent_settings = AgentSettings(
             amphora_id=amphora_id,
@@ -247,7 +276,7 @@ def lb_config() -> Callable[..., LbConfig]:
     ) -> LbConfig:
         lb_id = lb_id or str(uuid.uuid4())
         listener_id, pool_id, member_id = (str(uuid.uuid4()) for _ in range(3))
-        port = port or free_port()
+        port = port or _free_port()
         text = f"""# Configuration for loadbalancer {lb_id}
 global
     daemon
