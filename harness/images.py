@@ -81,15 +81,12 @@ class ContextFile:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One image: images/<name>/{packages.txt,Dockerfile} plus payload files copied into the
-    build context under the given names (a directory is copied whole, minus caches)."""
+    """One image: directory holds packages.txt and Dockerfile; payload files are copied into
+    the build context under the given names (a directory is copied whole, minus caches)."""
 
     name: str
+    directory: Path
     payload: tuple[tuple[str, Path], ...]
-
-    @property
-    def directory(self) -> Path:
-        return IMAGES_DIR / self.name
 
     def packages(self) -> list[str]:
         lines = (self.directory / "packages.txt").read_text().splitlines()
@@ -135,13 +132,18 @@ def _files_under(arcname: str, source: Path) -> Iterator[ContextFile]:
 RECIPES: dict[str, Recipe] = {
     "amphora": Recipe(
         "amphora",
+        IMAGES_DIR / "amphora",
         (
             ("amphora_agent", REPO_ROOT / "amphora_agent"),
             ("amphora-agent", IMAGES_DIR / "amphora" / "amphora-agent"),
             ("amphora-init", IMAGES_DIR / "amphora" / "amphora-init"),
         ),
     ),
-    "member": Recipe("member", (("member_server.py", REPO_ROOT / "harness" / "member_server.py"),)),
+    "member": Recipe(
+        "member",
+        IMAGES_DIR / "member",
+        (("member_server.py", REPO_ROOT / "harness" / "member_server.py"),),
+    ),
 }
 
 

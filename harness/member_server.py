@@ -236,11 +236,11 @@ async def serve(args: argparse.Namespace) -> None:
     )
     ports = {name: server.sockets[0].getsockname()[1] for name, server in servers.items()}
     ports["udp"] = udp.get_extra_info("sockname")[1]
-    print(json.dumps({"ready": True, "member": args.id, "ports": ports}), flush=True)
-
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
+    # Only now: whoever waits for this line may signal us right away.
+    print(json.dumps({"ready": True, "member": args.id, "ports": ports}), flush=True)
     await stopped.wait()
     udp.close()
     for server in servers.values():

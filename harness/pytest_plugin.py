@@ -31,6 +31,7 @@ import testinfra
 
 from harness.client import AmphoraClient
 from harness.lab import Amphora, Lab, Member
+from harness.providers import PROVIDERS, make_provider
 from harness.providers.base import Node, Provider, ProviderError
 
 LAB_FIXTURES = {"lab_factory", "lab_provider"}
@@ -38,7 +39,7 @@ LAB_FIXTURES = {"lab_factory", "lab_provider"}
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("amphora-harness")
-    group.addoption("--provider", default="docker", choices=("docker", "netns"),
+    group.addoption("--provider", default="docker", choices=PROVIDERS,
                     help="where lab amphorae run (default: docker)")
     group.addoption("--keep-lab", action="store_true",
                     help="leave the lab running after the tests, for inspection")
@@ -69,18 +70,10 @@ def _say(config: pytest.Config, line: str) -> None:
         reporter.write_line(line)
 
 
-def _make_provider(name: str) -> Provider:
-    if name == "docker":
-        from harness.providers.docker import DockerProvider
-
-        return DockerProvider()
-    raise ProviderError(f"the {name} provider is not implemented yet")
-
-
 @pytest.fixture(scope="session")
 def lab_provider(request: pytest.FixtureRequest) -> Provider:
     try:
-        provider = _make_provider(request.config.getoption("--provider"))
+        provider = make_provider(request.config.getoption("--provider"))
         removed = provider.gc(include_kept=False)
     except ProviderError as exc:
         pytest.fail(str(exc), pytrace=False)

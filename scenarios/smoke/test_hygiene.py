@@ -1,0 +1,84 @@
+"""Nothing of a lab is left behind: after down(), after Ctrl-C or SIGTERM of the process that
+owns it, and (through gc) after that process was killed outright."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from harness.lab import Lab
+from harness.providers.base import Provider
+
+EXIT_TIMEOUT_S = 60
+# A process that brings up a lab with one member, prints the lab id and waits to be signalled.
+OWNER_SCRIPT = """
+import sys, time
+from harness.lab import Lab
+from harness.providers import make_provider
+lab = Lab(make_provider(sys.argv[1])).up()
+lab.add_members(1)
+print(lab.id, flush=True)
+time.sleep(300)
+"""
+
+
+def lab_ids(provider: Provider) -> set[str]:
+    return {lab.lab_id for lab in provider.labs()}
+
+
+def test_down_removes_every_node_and_network(lab_factory: Callable[[], Lab],
+                                             lab_provider: Provider) -> None:
+    lab = lab_factory()
+    amphora = lab.add_amphora()
+    lab.add_members(1)
+    lab.add_client()
+    lab.plug_vip(amphora)
+    assert lab.id in lab_ids(lab_provider)
+
+    lab.down()
+
+    assert lab.id not in lab_ids(lab_provider)
+    assert not lab.workdir.exists()
+
+
+@pytest.fixture
+def owner_process(request: pytest.FixtureRequest, lab_provider: Provider):
+    """Start OWNER_SCRIPT; yields (process, lab id). Whatever the test leaves is removed."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, request.config.getoption("--provider")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    lab_id = process.stdout.readline().strip()
+    yield process, lab_id
+    if process.poll() is None:
+        process.kill()
+        process.wait(EXIT_TIMEOUT_S)
+    if lab_id in lab_ids(lab_provider):
+        lab_provider.teardown(lab_id)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signalled_owner_tears_its_lab_down(owner_process, lab_provider: Provider,
+                                              signum: int) -> None:
+    process, lab_id = owner_process
+    assert lab_id in lab_ids(lab_provider)
+
+    process.send_signal(signum)
+    process.wait(EXIT_TIMEOUT_S)
+
+    assert lab_id not in lab_ids(lab_provider)
+
+
+def test_gc_collects_the_lab_of_a_killed_owner(owner_process, lab_provider: Provider) -> None:
+    process, lab_id = owner_process
+    process.kill()
+    process.wait(EXIT_TIMEOUT_S)
+    assert lab_id in lab_ids(lab_provider), "SIGKILL leaves the lab; gc must find it"
+
+    assert lab_id in lab_provider.gc(include_kept=False)
+
+    assert lab_id not in lab_ids(lab_provider)
