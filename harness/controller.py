@@ -15,7 +15,7 @@ Every file uploaded is checked against the md5 the agent answers with.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from harness.client import AmphoraAPIError, AmphoraClient
@@ -75,6 +75,7 @@ class _AmphoraState:
 
     client: AmphoraClient
     role: VrrpRole
+    paths: AmphoraPaths
     vip_port: VipPort | None = None
     interface: str | None = None
     # Certificate files on the amphora: file name -> md5 of what was uploaded.
@@ -91,19 +92,20 @@ class LoadBalancerController:
         lb: LoadBalancer,
         clients: Sequence[AmphoraClient],
         *,
-        paths: AmphoraPaths | None = None,
+        paths: AmphoraPaths | Mapping[str, AmphoraPaths] | None = None,
         vrrp_group: VrrpGroup | None = None,
     ) -> None:
+        """paths: where the agents keep their files; one AmphoraPaths for all amphorae (as in a
+        cloud, where every amphora has the same layout) or one per amphora id."""
         wanted = AMPHORAE_PER_TOPOLOGY[lb.topology]
         if len(clients) != wanted:
             raise ControllerError(
                 f"a {lb.topology.value} load balancer runs on {wanted} amphorae, not {len(clients)}"
             )
         self.lb = lb
-        self.paths = paths or AmphoraPaths()
         self.vrrp_group = vrrp_group or VrrpGroup()
         self.amphorae = [
-            _AmphoraState(client, role)
+            _AmphoraState(client, role, _paths_for(paths, client.amphora_id))
             for client, role in zip(clients, ROLES_IN_ORDER[: len(clients)], strict=True)
         ]
 
@@ -179,22 +181,22 @@ class LoadBalancerController:
                 peer_ips=peers,
             )
             text = render_keepalived(
-                self.lb, vrrp, amphora.vip_port.subnet, self.vrrp_group, self.paths
+                self.lb, vrrp, amphora.vip_port.subnet, self.vrrp_group, amphora.paths
             )
             amphora.client.upload_vrrp_config(text)
 
     def _push(self, action: str) -> None:
         for amphora in self.amphorae:
             # Render first: a model error must stop the flow before anything is sent.
-            config = render_haproxy(self.lb, amphora.amphora_id, self.paths)
-            files = self._certificate_files()
+            config = render_haproxy(self.lb, amphora.amphora_id, amphora.paths)
+            files = self._certificate_files(amphora.paths)
             self._upload_certificates(amphora, files)
             etag = amphora.client.upload_config(self.lb.id, config)
             _check_md5(amphora, "haproxy.cfg", config.encode(), etag)
             amphora.client.lb_action(self.lb.id, action)
             self._delete_stale_certificates(amphora, files)
 
-    def _certificate_files(self) -> dict[str, bytes]:
+    def _certificate_files(self, paths: AmphoraPaths) -> dict[str, bytes]:
         """Every file the listeners need under the load balancer's certificate directory:
         certificates as {id}.pem, crt-lists as {listener_id}.pem (Octavia's names)."""
         files: dict[str, bytes] = {}
@@ -202,9 +204,7 @@ class LoadBalancerController:
             for cert in listener.certificates:
                 files[f"{cert.id}.pem"] = cert.pem
             if listener.certificates:
-                files[f"{listener.id}.pem"] = render_crt_list(
-                    self.lb, listener, self.paths
-                ).encode()
+                files[f"{listener.id}.pem"] = render_crt_list(self.lb, listener, paths).encode()
         return files
 
     def _upload_certificates(self, amphora: _AmphoraState, files: dict[str, bytes]) -> None:
@@ -228,6 +228,19 @@ class LoadBalancerController:
         for name in sorted(set(amphora.cert_files) - set(files)):
             amphora.client.delete_cert(self.lb.id, name)
             del amphora.cert_files[name]
+
+
+def _paths_for(
+    paths: AmphoraPaths | Mapping[str, AmphoraPaths] | None, amphora_id: str
+) -> AmphoraPaths:
+    if paths is None:
+        return AmphoraPaths()
+    if isinstance(paths, AmphoraPaths):
+        return paths
+    try:
+        return paths[amphora_id]
+    except KeyError:
+        raise ControllerError(f"no paths given for amphora {amphora_id}") from None
 
 
 def _check_md5(amphora: _AmphoraState, what: str, sent: bytes, etag: str) -> None:
