@@ -5,7 +5,8 @@ can tell from the response alone where the load balancer sent it and whether the
 rewritten. HTTP knobs (query parameters): `delay=<seconds>` waits before answering, `status=<code>`
 answers with that status.
 
-    HTTP/HTTPS  JSON {"member", "client", "client_port", "method", "path", "forwarded_for"}
+    HTTP/HTTPS  JSON {"member", "client", "client_port", "method", "path", "forwarded_for",
+                "forwarded_port", "forwarded_proto"}
                 and the header X-Member-Id
     TCP         one JSON line {"member", "client", "client_port", "proto": "tcp"}, then close
     UDP         one JSON datagram per datagram received, same fields, "proto": "udp"
@@ -156,6 +157,8 @@ class HttpService:
                 self.member_id, peer,
                 method=method, path=url.path,
                 forwarded_for=headers.get("x-forwarded-for"),
+                forwarded_port=headers.get("x-forwarded-port"),
+                forwarded_proto=headers.get("x-forwarded-proto"),
             )
         ).encode()
         writer.write(_response(status, body, keep_alive, self.member_id, method == "HEAD"))
