@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from harness.client import AmphoraAPIError
+from harness.health import HeartbeatReceiver
 from tests.netns_lab import NetnsLab
 from tests.test_plug import addresses
 
@@ -300,3 +301,23 @@ def test_keepalived_survives_an_agent_restart(pair):
     # The restarted agent finds it: a start is a reload, not a second keepalived.
     assert holder.agent.client.vrrp_action("start")["details"] == "keepalived reloaded"
     assert holder.keepalived_pid() == pid
+
+
+def test_no_heartbeat_while_configured_keepalived_is_down(agent_factory, lab):
+    """As Octavia's amphorae: silence makes the controller fail the amphora over."""
+    with HeartbeatReceiver("vrrp-key") as receiver:
+        host, port = receiver.address
+        agent = agent_factory(network_namespace=lab.namespace("amp"), topology="ACTIVE_STANDBY",
+                              controllers=[f"{host}:{port}"], heartbeat_interval=0.3,
+                              heartbeat_key="vrrp-key")
+        agent.client.plug_vip(VIP, {"subnet_cidr": SUBNET, "gateway": GATEWAY,
+                                    "mac_address": lab.hot_plug().mac, "vrrp_ip": VRRP_IPS[0]})
+        receiver.wait_for(agent.amphora_id, count=2, timeout=20)
+        agent.client.upload_vrrp_config(
+            keepalived_config(agent.base_path, VRRP_IPS[0], VRRP_IPS[1], priority=100))
+        time.sleep(1)  # a tick in flight when the config landed may still arrive
+        silent_since = time.time()
+        time.sleep(2)
+        assert receiver.history(agent.amphora_id).latest().received_at < silent_since
+        agent.client.vrrp_action("start")
+        receiver.wait_for(agent.amphora_id, count=2, after=time.time(), timeout=20)
