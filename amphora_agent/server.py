@@ -9,10 +9,12 @@ chaining to the CA fails the handshake and never reaches a handler.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import ssl
 import threading
+from http import HTTPStatus
 from pathlib import Path
 
 from flask import Flask
@@ -37,6 +39,20 @@ def make_tls_context(server_pem: Path, ca_pem: Path) -> ssl.SSLContext:
 class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         LOG.info('%s "%s" %s %s', self.address_string(), self.requestline, code, size)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
+        """Requests too broken to reach the app (bad request line, oversized headers) get the
+        API's JSON error body too, instead of http.server's HTML page."""
+        self.close_connection = True
+        body = json.dumps({"message": message or HTTPStatus(code).phrase,
+                           "details": explain or ""}).encode()
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
 
 class AgentServer(ThreadedWSGIServer):
