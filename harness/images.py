@@ -55,6 +55,7 @@ HOST_APT_SOURCES = (
     Path("/etc/apt/sources.list.d/debian.sources"),
     Path("/etc/apt/sources.list"),
 )
+CONTEXT_ROOTFS = "rootfs"
 LOCK_PATH = Path(tempfile.gettempdir()) / "amphora-harness-images.lock"
 
 
@@ -81,8 +82,9 @@ class ContextFile:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One image: directory holds packages.txt and Dockerfile; payload files are copied into
-    the build context under the given names (a directory is copied whole, minus caches)."""
+    """One image: directory holds packages.txt and Dockerfile; payload maps paths in the image
+    to source files (a directory is copied whole, minus caches). In the build context they sit
+    under rootfs/, which the Dockerfile copies to / in one layer."""
 
     name: str
     directory: Path
@@ -107,8 +109,8 @@ class Recipe:
     def context_files(self) -> list[ContextFile]:
         dockerfile = self.directory / "Dockerfile"
         files = [ContextFile("Dockerfile", dockerfile.read_bytes(), 0o644)]
-        for arcname, source in self.payload:
-            files.extend(_files_under(arcname, source))
+        for image_path, source in self.payload:
+            files.extend(_files_under(f"{CONTEXT_ROOTFS}/{image_path}", source))
         return sorted(files, key=lambda f: f.arcname)
 
     def tag(self) -> str:
@@ -134,15 +136,15 @@ RECIPES: dict[str, Recipe] = {
         "amphora",
         IMAGES_DIR / "amphora",
         (
-            ("amphora_agent", REPO_ROOT / "amphora_agent"),
-            ("amphora-agent", IMAGES_DIR / "amphora" / "amphora-agent"),
-            ("amphora-init", IMAGES_DIR / "amphora" / "amphora-init"),
+            ("opt/amphora-agent/amphora_agent", REPO_ROOT / "amphora_agent"),
+            ("usr/local/bin/amphora-agent", IMAGES_DIR / "amphora" / "amphora-agent"),
+            ("usr/local/bin/amphora-init", IMAGES_DIR / "amphora" / "amphora-init"),
         ),
     ),
     "member": Recipe(
         "member",
         IMAGES_DIR / "member",
-        (("member_server.py", REPO_ROOT / "harness" / "member_server.py"),),
+        (("opt/member/member_server.py", REPO_ROOT / "harness" / "member_server.py"),),
     ),
 }
 

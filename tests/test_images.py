@@ -24,7 +24,7 @@ def recipe(tmp_path: Path) -> Recipe:
     directory = tmp_path / "images" / "thing"
     directory.mkdir(parents=True)
     (directory / "packages.txt").write_text("# comment\npython3\n\ntini\n")
-    (directory / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nCOPY app /opt/app\n")
+    (directory / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nCOPY rootfs/ /\n")
     app = tmp_path / "app"
     (app / "__pycache__").mkdir(parents=True)
     (app / "main.py").write_text("print('hi')\n")
@@ -72,7 +72,7 @@ def test_package_comments_blank_lines_and_order_do_not_count(recipe: Recipe) -> 
 
 def test_caches_stay_out_of_the_build_context(recipe: Recipe) -> None:
     names = [f.arcname for f in recipe.context_files()]
-    assert names == ["Dockerfile", "app/main.py"]
+    assert names == ["Dockerfile", "rootfs/app/main.py"]
 
 
 def test_context_tar_is_reproducible_and_complete(recipe: Recipe) -> None:
@@ -80,7 +80,7 @@ def test_context_tar_is_reproducible_and_complete(recipe: Recipe) -> None:
     data = context_tar(files)
     assert data == context_tar(files)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        assert tar.extractfile("app/main.py").read() == b"print('hi')\n"
+        assert tar.extractfile("rootfs/app/main.py").read() == b"print('hi')\n"
 
 
 def test_shipped_recipes_hold_what_the_images_need() -> None:
@@ -89,9 +89,10 @@ def test_shipped_recipes_hold_what_the_images_need() -> None:
                     "python3-psutil", "python3-cryptography"):
         assert package in amphora.packages()
     amphora_files = {f.arcname for f in amphora.context_files()}
-    assert {"Dockerfile", "amphora-agent", "amphora_agent/main.py"} <= amphora_files
+    assert {"Dockerfile", "rootfs/usr/local/bin/amphora-agent",
+            "rootfs/opt/amphora-agent/amphora_agent/main.py"} <= amphora_files
     member_files = {f.arcname for f in RECIPES["member"].context_files()}
-    assert member_files == {"Dockerfile", "member_server.py"}
+    assert member_files == {"Dockerfile", "rootfs/opt/member/member_server.py"}
 
 
 def test_apt_sources_come_from_the_environment_when_set(tmp_path: Path,
