@@ -1,0 +1,240 @@
+"""Config push on one amphora, observed through traffic to the VIP: listeners serve, the
+balancing algorithm shows in who answers, every change takes effect after a push, pushes under
+load lose nothing, invalid configs are refused without a trace, delete cleans up, an agent
+restart changes nothing, and load balancers sharing the amphora stay independent."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from harness.client import AmphoraAPIError
+from harness.faults import AGENT_PATTERN
+from harness.fixtures_loader import FIXTURES_DIR
+from harness.model import Algorithm, HealthMonitor, Listener, Member, Pool, Protocol
+from harness.traffic import TimelineRecorder
+
+INVALID_CONFIGS = sorted((FIXTURES_DIR / "haproxy" / "invalid").glob("*.cfg"))
+PUSHES_UNDER_LOAD = 20
+DEAD_PORT = 1  # nothing listens there on a member
+
+
+def tcp_member(vip: str, port: int) -> str:
+    """Connect to a TCP listener; the member's first line says who it is."""
+    with socket.create_connection((vip, port), timeout=5) as sock:
+        line = sock.makefile("r").readline()
+    return json.loads(line)["member"]
+
+
+def connection_refused(vip: str, port: int) -> bool:
+    try:
+        socket.create_connection((vip, port), timeout=3).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def lb_files(amphora_host, lb_id: str) -> str:
+    """md5 of every file the agent keeps for lb_id, as one listing."""
+    return amphora_host.check_output(
+        f"find /var/lib/octavia -path '*{lb_id}*' -type f -exec md5sum {{}} + | sort || true"
+    )
+
+
+# --- listeners serve, algorithms show ---------------------------------------------------------
+
+
+def test_http_listener_round_robin_is_even(load, deploy, vip_url, until, amphora):
+    lb = load("http")
+    deploy(lb)
+    answers = until(vip_url(80), lambda a: len(a) == 3, count=30)
+    assert max(answers.values()) - min(answers.values()) <= 1, answers
+
+
+def test_tcp_listener_serves_every_member(load, deploy, vip, member_names):
+    lb = load("tcp")
+    deploy(lb)
+    seen = {member_names[tcp_member(vip, 9000)] for _ in range(12)}
+    assert seen == {"m1", "m2"}
+
+
+def test_weights_are_proportional(load, deploy, vip_url, until):
+    lb = load("http")
+    for member, weight in zip(lb.listeners[0].pools[0].members, (1, 2, 3), strict=True):
+        member.weight = weight
+    deploy(lb)
+    answers = until(vip_url(80), lambda a: len(a) == 3, count=60)
+    for name, expected in (("m1", 10), ("m2", 20), ("m3", 30)):
+        assert abs(answers[name] - expected) <= 2, answers
+
+
+def test_source_ip_sticks_to_one_member(load, deploy, vip_url, until, who_answers):
+    lb = load("http")
+    lb.listeners[0].pools[0].algorithm = Algorithm.SOURCE_IP
+    deploy(lb)
+    until(vip_url(80), lambda a: len(a) == 1, count=5)
+    assert len(who_answers(vip_url(80), 20)) == 1
+
+
+def test_backup_member_serves_only_when_the_others_are_down(load, deploy, vip_url, until,
+                                                            who_answers):
+    lb = load("http")
+    pool = lb.listeners[0].pools[0]
+    pool.members[2].backup = True
+    pool.health_monitor = HealthMonitor(type="TCP", delay=1, timeout=1, max_retries=1,
+                                        max_retries_down=1)
+    controller = deploy(lb)
+    until(vip_url(80), lambda a: set(a) == {"m1", "m2"}, count=20)
+    assert "m3" not in who_answers(vip_url(80), 20)
+
+    for member in pool.members[:2]:
+        member.port = DEAD_PORT
+    controller.update()
+    assert until(vip_url(80), lambda a: set(a) == {"m3"}) == {"m3": 12}
+
+
+# --- every change takes effect after a push ---------------------------------------------------
+
+
+def test_add_remove_drain_reweigh_and_switch_algorithm(load, deploy, vip_url, until, addresses):
+    lb = load("http")
+    pool = lb.listeners[0].pools[0]
+    m3 = pool.members.pop()
+    controller = deploy(lb)
+    url = vip_url(80)
+    until(url, lambda a: set(a) == {"m1", "m2"})
+
+    pool.members.append(m3)
+    controller.update()
+    until(url, lambda a: set(a) == {"m1", "m2", "m3"})
+
+    del pool.members[0]
+    controller.update()
+    until(url, lambda a: set(a) == {"m2", "m3"})
+
+    pool.members[0].weight = 0  # drain m2
+    controller.update()
+    until(url, lambda a: set(a) == {"m3"})
+
+    pool.members[0].weight = 1
+    pool.members.append(Member(name="m1", address=addresses["m1"], port=8080, weight=4))
+    controller.update()
+    answers = until(url, lambda a: a["m1"] == 4 * a["m2"] == 4 * a["m3"], count=18)
+    assert answers == {"m1": 12, "m2": 3, "m3": 3}
+
+    pool.algorithm = Algorithm.SOURCE_IP
+    controller.update()
+    until(url, lambda a: len(a) == 1)
+
+
+def test_a_new_listener_serves_after_the_push(load, deploy, vip, vip_url, until, addresses,
+                                              member_names):
+    lb = load("http")
+    controller = deploy(lb)
+    until(vip_url(80), lambda a: len(a) == 3)
+    assert connection_refused(vip, 9000)
+
+    pool = Pool(members=[Member(address=addresses["m2"], port=9000)])
+    lb.listeners.append(Listener(protocol=Protocol.TCP, port=9000, pools=[pool],
+                                 default_pool_id=pool.id))
+    controller.update()
+    assert member_names[tcp_member(vip, 9000)] == "m2"
+    until(vip_url(80), lambda a: len(a) == 3)
+
+
+def test_no_request_fails_during_consecutive_pushes(load, deploy, vip_url, until):
+    lb = load("http")
+    controller = deploy(lb)
+    until(vip_url(80), lambda a: len(a) == 3)
+    members = lb.listeners[0].pools[0].members
+    with TimelineRecorder(vip_url(80), interval=0.05, timeout=5.0) as recorder:
+        for push in range(PUSHES_UNDER_LOAD):
+            members[push % 3].weight = 1 + push % 4
+            recorder.mark(f"push {push}")
+            controller.update()
+        timeline = recorder.stop()
+    assert len(timeline.samples) >= PUSHES_UNDER_LOAD, "traffic did not flow during the pushes"
+    assert timeline.failures() == []
+    assert len({sample.member for sample in timeline.samples}) == 3
+
+
+# --- invalid configs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", INVALID_CONFIGS, ids=lambda p: p.stem)
+def test_an_invalid_config_is_refused_and_changes_nothing(path: Path, load, deploy, amphora,
+                                                          amphora_host, vip_url, until):
+    lb = load("http")
+    deploy(lb)
+    until(vip_url(80), lambda a: len(a) == 3)
+    before = amphora.client.get_config(lb.id)
+    files_before = lb_files(amphora_host, lb.id)
+    expected = path.read_text().splitlines()[1].removeprefix("# expect: ")
+
+    with pytest.raises(AmphoraAPIError) as caught:
+        amphora.client.upload_config(lb.id, path.read_text())
+
+    assert caught.value.status == 400
+    assert caught.value.message == "Invalid request"
+    assert expected in str(caught.value.details)
+    assert amphora.client.get_config(lb.id) == before
+    assert lb_files(amphora_host, lb.id) == files_before
+    until(vip_url(80), lambda a: len(a) == 3)
+
+
+# --- delete, agent restart, several load balancers ------------------------------------------
+
+
+def test_delete_closes_ports_and_removes_files(load, deploy, amphora, amphora_host, vip,
+                                               vip_url, until):
+    lb = load("http")
+    controller = deploy(lb)
+    until(vip_url(80), lambda a: len(a) == 3)
+    assert lb_files(amphora_host, lb.id)
+
+    controller.delete()
+
+    assert connection_refused(vip, 80)
+    with pytest.raises(AmphoraAPIError) as caught:
+        amphora.client.get_config(lb.id)
+    assert caught.value.status == 404
+    assert lb_files(amphora_host, lb.id) == ""
+    assert lb.listeners[0].id not in {x["uuid"] for x in amphora.client.get_listeners()}
+
+
+def test_load_balancers_survive_an_agent_restart(load, deploy, lab, amphora, vip, vip_url,
+                                                 until, member_names):
+    http_lb, tcp_lb = load("http"), load("tcp")
+    deploy(http_lb)
+    deploy(tcp_lb)
+    until(vip_url(80), lambda a: len(a) == 3)
+
+    result = lab.provider.exec(amphora.node, ["pkill", "-KILL", "-f", AGENT_PATTERN])
+    assert result.ok, "no agent process to kill"
+    info = amphora.client.get_info()  # retried until the amphora's init has restarted it
+    assert info["uuid"] == amphora.id
+
+    until(vip_url(80), lambda a: len(a) == 3)
+    assert member_names[tcp_member(vip, 9000)] in {"m1", "m2"}
+    listeners = {x["uuid"]: x["status"] for x in amphora.client.get_listeners()}
+    for lb in (http_lb, tcp_lb):
+        assert listeners[lb.listeners[0].id] == "ACTIVE"
+
+
+def test_load_balancers_on_one_amphora_are_independent(load, deploy, vip, vip_url, until,
+                                                       member_names):
+    http_lb, tcp_lb = load("http"), load("tcp")
+    http_controller, tcp_controller = deploy(http_lb), deploy(tcp_lb)
+    until(vip_url(80), lambda a: len(a) == 3)
+
+    tcp_lb.listeners[0].pools[0].members.pop()  # only m1 left behind the TCP listener
+    tcp_controller.update()
+    assert {member_names[tcp_member(vip, 9000)] for _ in range(6)} == {"m1"}
+    until(vip_url(80), lambda a: len(a) == 3)
+
+    http_controller.delete()
+    assert connection_refused(vip, 80)
+    assert member_names[tcp_member(vip, 9000)] == "m1"
