@@ -12,7 +12,9 @@ import copy
 import dataclasses
 
 import pytest
+import yaml
 
+from harness.fixtures_loader import FIXTURES_DIR
 from harness.model import (
     Certificate,
     CompareType,
@@ -35,35 +37,9 @@ from harness.model import (
 from harness.pki import CertificateAuthority
 from harness.render import AmphoraPaths, render_haproxy
 
-HOSTILE = [
-    "",
-    "\n",
-    "x\nglobal",
-    "x\n    stats socket /tmp/evil.sock level admin",
-    "x\r\nbackend evil",
-    "x\rbackend",
-    "x\x00y",
-    "x y",
-    "x\ty",
-    "x\x0by",
-    "x\x0cy",
-    'x"y',
-    "x'y",
-    "x#y",
-    "x\\y",
-    "x\\ny",
-    "x}y",
-    "x{y",
-    "x\u2028y",
-    "x\u2029y",
-    "x\x85y",
-    "x\u00a0y",
-    "x\ufeffy",
-    "\u00e9",
+HOSTILE: list[str] = [
+    *yaml.safe_load((FIXTURES_DIR / "hostile-values.yaml").read_text()),
     "x" * 5000,
-    "-f /etc/passwd",
-    "%[src]\n",
-    "${HOME}\n",
 ]
 # Suffixes for a valid value (the classic way past a check that only looks at the beginning).
 HOSTILE_SUFFIXES = [value for value in HOSTILE if value]
