@@ -5,6 +5,10 @@ HMAC-SHA256 of the compressed bytes. The receiver checks the HMAC against the ke
 trusts (a message under any other key is dropped and counted), decodes the version-3 message and
 keeps each amphora's history, from which tests read seq gaps, arrival intervals and summed
 statistics deltas.
+
+In a lab the receiver listens on the lb-mgmt network's gateway address (the host's side of that
+bridge), which is where amphorae are told their controllers are; `controller` is the
+"host:port" entry for their controller_ip_port_list.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import socket
 import threading
 import time
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 HEX_DIGEST_LEN = 64
@@ -82,8 +87,9 @@ class AmphoraHistory:
         seqs = self.seqs
         return [(a, b) for a, b in itertools.pairwise(seqs) if b != a + 1]
 
-    def intervals(self) -> list[float]:
-        times = [hb.received_at for hb in self.heartbeats]
+    def intervals(self, since: float = 0.0) -> list[float]:
+        """Seconds between consecutive arrivals, both after `since`."""
+        times = [hb.received_at for hb in self.heartbeats if hb.received_at >= since]
         return [b - a for a, b in itertools.pairwise(times)]
 
     def summed(self, listener_id: str, stat: str, since: float = 0.0) -> int:
@@ -98,6 +104,10 @@ class AmphoraHistory:
             if listener:
                 total += int(listener["stats"][stat])
         return total
+
+    def totals(self, listener_id: str) -> dict[str, int]:
+        """Every delta field of one listener, summed over the whole history."""
+        return {stat: self.summed(listener_id, stat) for stat in DELTA_FIELDS}
 
     def latest(self) -> Heartbeat | None:
         return self.heartbeats[-1] if self.heartbeats else None
@@ -115,6 +125,8 @@ class HeartbeatReceiver:
         self._lock = threading.Lock()
         self._histories: defaultdict[str, AmphoraHistory] = defaultdict(AmphoraHistory)
         self.dropped: list[tuple[float, str]] = []
+        # Drops per sender address: a dropped message's own id cannot be trusted, its source can.
+        self._dropped_by_host: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat-receiver", daemon=True)
 
@@ -131,10 +143,26 @@ class HeartbeatReceiver:
             self._thread.join(timeout=2)
         self._sock.close()
 
+    @property
+    def controller(self) -> str:
+        """This receiver as an entry of an amphora's controller_ip_port_list."""
+        host, port = self.address
+        return f"{host}:{port}"
+
+    @property
+    def key(self) -> str:
+        with self._lock:
+            return self._key
+
     def set_key(self, key: str) -> None:
         """Trust only `key` from now on (as a controller does after rotating it)."""
         with self._lock:
             self._key = key
+
+    def dropped_from(self, host: str) -> int:
+        """How many datagrams from this address were dropped."""
+        with self._lock:
+            return self._dropped_by_host[host]
 
     def history(self, amphora_id: str) -> AmphoraHistory:
         with self._lock:
@@ -143,6 +171,44 @@ class HeartbeatReceiver:
     def amphora_ids(self) -> list[str]:
         with self._lock:
             return [k for k, v in self._histories.items() if v.heartbeats]
+
+    def totals(self, listener_id: str, amphora_ids: Iterable[str]) -> dict[str, int]:
+        """One listener's delta fields summed over every heartbeat of these amphorae (an
+        active/standby pair reports the same listener from both)."""
+        histories = [self.history(amphora_id) for amphora_id in amphora_ids]
+        return {stat: sum(h.summed(listener_id, stat) for h in histories)
+                for stat in DELTA_FIELDS}
+
+    def settled_totals(
+        self, listener_id: str, amphora_ids: Iterable[str], totconns: int,
+        settle_heartbeats: int = 3, timeout: float = 30.0,
+    ) -> dict[str, int]:
+        """Wait until the amphorae reported at least `totconns` connections on the listener,
+        then for `settle_heartbeats` more heartbeats from each (a count reported twice, or
+        bytes of the last connections, would show up in those), and return the totals.
+
+        Counts only ever add up, so a lost count shows as a total that never reaches
+        `totconns` (returned after the timeout for the caller to compare) and a doubled one
+        as a total above it."""
+        amphora_ids = list(amphora_ids)
+        deadline = time.monotonic() + timeout
+        while (self.totals(listener_id, amphora_ids)["totconns"] < totconns
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        now = time.time()
+        for amphora_id in amphora_ids:
+            self.wait_for(amphora_id, count=settle_heartbeats, after=now,
+                          timeout=max(deadline - time.monotonic(), 0.0) + 10.0)
+        return self.totals(listener_id, amphora_ids)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 30.0,
+                   what: str = "condition") -> None:
+        """Poll condition (typically on the latest heartbeats) until it holds; bounded."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not reached within {timeout}s")
+            time.sleep(0.05)
 
     def wait_for(
         self, amphora_id: str, count: int = 1, after: float = 0.0, timeout: float = 30.0
@@ -176,6 +242,7 @@ class HeartbeatReceiver:
             except HeartbeatError as exc:
                 with self._lock:
                     self.dropped.append((now, str(exc)))
+                    self._dropped_by_host[source[0]] += 1
                 continue
             with self._lock:
                 self._histories[str(message["id"])].heartbeats.append(
