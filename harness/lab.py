@@ -107,6 +107,9 @@ class Amphora:
     node: Node
     mgmt_address: IPv4Address
     client: AmphoraClient
+    # What its agent config file was rendered from: a controller re-renders it for
+    # PUT /1.0/config (heartbeat interval, key, controllers) from this.
+    agent_settings: AgentSettings
     # From asking the provider to boot it until /info answered over mutual TLS.
     ready_s: float = 0.0
     ports: list[Port] = field(default_factory=list)
@@ -304,10 +307,10 @@ class Lab:
         amphora_id = str(uuid.uuid4())
         address = self._node_address("lb-mgmt")
         credentials = self.pki.amphora(amphora_id)
-        settings = AgentSettings(
+        settings = replace(AgentSettings(
             amphora_id=amphora_id, ca_path=AGENT_CA_PATH, server_pem_path=AGENT_SERVER_PEM_PATH,
             bind_host=str(address), bind_port=AGENT_PORT,
-        )
+        ), **agent_settings)
         spec = self._node_spec(
             "amphora", "lb-mgmt", address,
             name=f"amphora-harness-{self.id}-amphora-{len(self.amphorae)}",
@@ -315,8 +318,7 @@ class Lab:
             image=self._image("amphora"),
             data_plane_privileges=True,
             files={
-                AGENT_CONFIG_PATH: render_agent_config(
-                    replace(settings, **agent_settings)).encode(),
+                AGENT_CONFIG_PATH: render_agent_config(settings).encode(),
                 AGENT_CA_PATH: credentials.ca.read_bytes(),
                 AGENT_SERVER_PEM_PATH: credentials.server_pem.read_bytes(),
             },
@@ -324,7 +326,8 @@ class Lab:
         started = time.monotonic()
         node = self.provider.boot(spec, keep=self.keep)
         client = AmphoraClient(str(spec.address), AGENT_PORT, amphora_id, self.pki.driver)
-        amphora = Amphora(id=amphora_id, node=node, mgmt_address=spec.address, client=client)
+        amphora = Amphora(id=amphora_id, node=node, mgmt_address=spec.address, client=client,
+                          agent_settings=settings)
         # Registered before it is ready, so a failure still saves its log and tears it down.
         self.amphorae.append(amphora)
         return amphora, started
