@@ -16,12 +16,16 @@ Fixtures (module-scoped unless noted; a module sizes its lab by overriding `lab_
     amphora_host    a pytest-testinfra host inside it (processes, sockets, files)
     members         lab_shape.members booted members (harness.member_server)
     vip_client      a node on the VIP network: a tenant's client VM
+    heartbeats      the controller's heartbeat receiver on the lab's lb-mgmt gateway, trusting
+                    a fresh key; a module points its amphorae at it with lab_shape's
+                    agent_settings=heartbeats.agent_settings(interval_s)
 
 Node logs of every lab go to results/labs/<lab id>/ under the rootdir.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +34,7 @@ import pytest
 import testinfra
 
 from harness.client import AmphoraClient
+from harness.health import HeartbeatReceiver
 from harness.lab import Amphora, Lab, Member
 from harness.providers import PROVIDERS, make_provider
 from harness.providers.base import Node, Provider, ProviderError
@@ -150,3 +155,9 @@ def members(lab: Lab, lab_shape: LabShape) -> list[Member]:
 @pytest.fixture(scope="module")
 def vip_client(lab: Lab) -> Node:
     return lab.add_client()
+
+
+@pytest.fixture(scope="module")
+def heartbeats(lab: Lab) -> Iterator[HeartbeatReceiver]:
+    with HeartbeatReceiver(secrets.token_hex(16), host=str(lab.gateway("lb-mgmt"))) as receiver:
+        yield receiver
