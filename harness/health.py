@@ -154,6 +154,12 @@ class HeartbeatReceiver:
         with self._lock:
             return self._key
 
+    def agent_settings(self, interval_s: float) -> dict:
+        """harness.agent_config.AgentSettings fields that make an amphora send its heartbeats
+        here, every interval_s seconds, under the key this receiver trusts now."""
+        return {"controllers": [self.controller], "heartbeat_key": self.key,
+                "heartbeat_interval": interval_s}
+
     def set_key(self, key: str) -> None:
         """Trust only `key` from now on (as a controller does after rotating it)."""
         with self._lock:
