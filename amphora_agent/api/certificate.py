@@ -80,8 +80,12 @@ def delete_certificate(lb_id: str, filename: str):
 
 @blueprint.put(f"{PREFIX}/certificate")
 def rotate_server_certificate():
-    """Store a new server certificate and serve it to every connection accepted after this
-    response (the connection carrying this request keeps the old one)."""
+    """Store a new server certificate and serve it to every connection accepted from now on.
+
+    The context is swapped before the response goes out: the connection carrying this request
+    finished its handshake long ago and keeps its session, while a client that reconnects right
+    after reading the answer must already see the new certificate.
+    """
     context = ctx()
     config = context.config
     body = read_body(config.max_request_body_bytes)
@@ -104,9 +108,8 @@ def rotate_server_certificate():
                          validate=load_as_server_context)
         except CertificateError as exc:
             raise APIError(400, str(exc)) from exc
+        if context.server is not None:
+            context.server.replace_context(loaded[0])
     response = jsonify(message="OK")
     response.status_code = 202
-    server = context.server
-    if server is not None:
-        response.call_on_close(lambda: server.replace_context(loaded[0]))
     return response
