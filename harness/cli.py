@@ -38,10 +38,11 @@ def images_build(args: argparse.Namespace) -> None:
 
 def gc(args: argparse.Namespace) -> None:
     from harness.images import ImageBuilder
+    from harness.lab import collect_leftovers
     from harness.providers.docker import DockerProvider
 
     provider = DockerProvider()
-    removed = provider.gc(everything=args.all)
+    removed = collect_leftovers(provider, everything=args.all)
     for lab_id in removed:
         print(f"removed lab {lab_id}")
     left = [lab.lab_id for lab in provider.labs()]

@@ -33,6 +33,7 @@ import tenacity
 
 from harness.agent_config import AgentSettings, render_agent_config
 from harness.client import AmphoraAPIError, AmphoraClient
+from harness.faults import remove_lab_tables
 from harness.pki import LabPKI
 from harness.providers.base import (
     AddressSpaceTaken,
@@ -161,6 +162,21 @@ def _install_exit_hooks() -> None:
     _install_exit_hooks.done = True
 
 
+def _workdir_prefix(lab_id: str) -> str:
+    return f"amphora-harness-{lab_id}-"
+
+
+def collect_leftovers(provider: Provider, *, include_kept: bool = True,
+                      everything: bool = False) -> list[str]:
+    """Remove labs whose owner process is gone (see Provider.gc) and their work directories
+    (PKI); returns the lab ids removed."""
+    removed = provider.gc(include_kept=include_kept, everything=everything)
+    for lab_id in removed:
+        for workdir in Path(tempfile.gettempdir()).glob(f"{_workdir_prefix(lab_id)}*"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    return removed
+
+
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
@@ -191,7 +207,7 @@ class Lab:
         self._nodes_per_network = dict.fromkeys(NETWORK_ROLES, 0)
         self._vips = 0
         self._is_down = False
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"amphora-harness-{self.id}-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix=_workdir_prefix(self.id)))
         self.pki = LabPKI(self.workdir / "pki")
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -225,6 +241,7 @@ class Lab:
                 amphora.client.close()
             if not self.keep:
                 self.provider.teardown(self.id)
+                remove_lab_tables(self.id)  # link faults a failed run left on the host
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _create_networks(self) -> None:
@@ -374,7 +391,7 @@ class Lab:
             tls = self.pki.ca.issue(member_id, dns_names=(member_id,))
             spec = self._node_spec(
                 "member", "member", self._node_address("member"),
-                name=f"amphora-harness-{self.id}-member-{len(self.members) + len(booted)}",
+                name=f"amphora-harness-{self.id}-member-{len(self.members)}",
                 hostname=f"member-{member_id[:8]}",
                 image=self._image("member"),
                 command=("--id", member_id, "--tls-pem", MEMBER_TLS_PATH),

@@ -19,6 +19,7 @@ Fixtures (module-scoped unless noted; a module sizes its lab by overriding `lab_
     heartbeats      the controller's heartbeat receiver on the lab's lb-mgmt gateway, trusting
                     a fresh key; a module points its amphorae at it with lab_shape's
                     agent_settings=heartbeats.agent_settings(interval_s)
+    faults          function: a FaultInjector for the lab; heals what a test left active
 
 Node logs of every lab go to results/labs/<lab id>/ under the rootdir.
 """
@@ -34,8 +35,9 @@ import pytest
 import testinfra
 
 from harness.client import AmphoraClient
+from harness.faults import FaultInjector
 from harness.health import HeartbeatReceiver
-from harness.lab import Amphora, Lab, Member
+from harness.lab import Amphora, Lab, Member, collect_leftovers
 from harness.providers import PROVIDERS, make_provider
 from harness.providers.base import Node, Provider, ProviderError
 
@@ -69,17 +71,24 @@ class LabShape:
     agent_settings: dict = field(default_factory=dict)
 
 
+# Notes for the end of the run: written from fixtures, output capture would swallow them.
+NOTES = pytest.StashKey[list[str]]()
+
+
 def _say(config: pytest.Config, line: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
+    config.stash.setdefault(NOTES, []).append(line)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    for line in config.stash.get(NOTES, []):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
 def lab_provider(request: pytest.FixtureRequest) -> Provider:
     try:
         provider = make_provider(request.config.getoption("--provider"))
-        removed = provider.gc(include_kept=False)
+        removed = collect_leftovers(provider, include_kept=False)
     except ProviderError as exc:
         pytest.fail(str(exc), pytrace=False)
     if removed:
@@ -155,6 +164,17 @@ def members(lab: Lab, lab_shape: LabShape) -> list[Member]:
 @pytest.fixture(scope="module")
 def vip_client(lab: Lab) -> Node:
     return lab.add_client()
+
+
+@pytest.fixture
+def faults(lab: Lab) -> Iterator[FaultInjector]:
+    """Faults for the module's lab (harness.faults). Whatever a test leaves active is healed
+    when it ends, also when it fails; a heal that fails is a teardown error."""
+    injector = FaultInjector(lab)
+    yield injector
+    errors = injector.heal_all()
+    if errors:
+        pytest.fail(f"faults left unhealed: {'; '.join(errors)}", pytrace=False)
 
 
 @pytest.fixture(scope="module")

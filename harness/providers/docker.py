@@ -282,7 +282,8 @@ class DockerProvider(Provider):
 
     def teardown(self, lab_id: str) -> None:
         with _engine(f"tearing down lab {lab_id}"):
-            for container in self.client.containers.list(all=True,
+            # sparse: no inspect per container, which races with other labs' teardown.
+            for container in self.client.containers.list(all=True, sparse=True,
                                                          filters=self._lab_filter(lab_id)):
                 _ignore_missing(lambda c=container: c.remove(force=True, v=True))
             for network in self.client.networks.list(filters=self._lab_filter(lab_id)):
@@ -304,11 +305,11 @@ class DockerProvider(Provider):
         found: dict[str, LabOwnership] = {}
         with _engine("listing labs"):
             objects = [
-                *self.client.containers.list(all=True, filters=self._lab_filter()),
+                *self.client.containers.list(all=True, sparse=True, filters=self._lab_filter()),
                 *self.client.networks.list(filters=self._lab_filter()),
             ]
             for obj in objects:
-                labels = obj.attrs.get("Labels") or obj.attrs.get("Config", {}).get("Labels") or {}
+                labels = obj.attrs["Labels"]
                 lab_id = labels[LAB_LABEL]
                 found.setdefault(lab_id, LabOwnership(
                     lab_id=lab_id, owner=labels.get(OWNER_LABEL, ""),

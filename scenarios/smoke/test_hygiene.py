@@ -6,18 +6,20 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from harness.lab import Lab
+from harness.lab import Lab, collect_leftovers
 from harness.providers.base import Provider
 
 EXIT_TIMEOUT_S = 60
 # A process that brings up a lab with one member, prints the lab id and waits to be signalled.
 OWNER_SCRIPT = """
 import sys, time
-from harness.lab import Lab
+from harness.lab import Lab, collect_leftovers
 from harness.providers import make_provider
 lab = Lab(make_provider(sys.argv[1])).up()
 lab.add_members(1)
@@ -79,6 +81,7 @@ def test_gc_collects_the_lab_of_a_killed_owner(owner_process, lab_provider: Prov
     process.wait(EXIT_TIMEOUT_S)
     assert lab_id in lab_ids(lab_provider), "SIGKILL leaves the lab; gc must find it"
 
-    assert lab_id in lab_provider.gc(include_kept=False)
+    assert lab_id in collect_leftovers(lab_provider, include_kept=False)
 
     assert lab_id not in lab_ids(lab_provider)
+    assert not list(Path(tempfile.gettempdir()).glob(f"amphora-harness-{lab_id}-*"))
