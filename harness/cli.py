@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (CommandError, ImageBuildError, ProviderError) as exc:
-        CONSOLE.print(f"[red]amphora-harness: {exc}[/]", highlight=False)
+        # markup=False: engine messages contain brackets that rich would read as markup.
+        CONSOLE.print(f"amphora-harness: {exc}", style="red", markup=False, highlight=False,
+                      soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         CONSOLE.print("[red]amphora-harness: interrupted[/]")
