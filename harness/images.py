@@ -31,6 +31,7 @@ from pathlib import Path
 import docker
 import docker.errors
 from rich.console import Console
+from rich.markup import escape
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = REPO_ROOT / "images"
@@ -271,7 +272,7 @@ class ImageBuilder:
             for line in process.stderr:
                 tail.append(line.rstrip())
                 if line.startswith("I: "):
-                    status.update(f"[bold]{tag}[/]: mmdebstrap: {line[3:].strip()}")
+                    status.update(f"[bold]{tag}[/]: mmdebstrap: {escape(line[3:].strip())}")
             returncode = process.wait()
         finally:
             watchdog.cancel()
@@ -294,7 +295,7 @@ class ImageBuilder:
                         raise ImageBuildError(f"{tag}: {chunk['error'].strip()}")
                     line = chunk.get("stream", "").strip()
                     if line.startswith("Step "):
-                        status.update(f"[bold]{tag}[/]: {line}")
+                        status.update(f"[bold]{tag}[/]: {escape(line)}")
             except docker.errors.APIError as exc:
                 raise ImageBuildError(f"{tag}: build failed: {exc.explanation}") from exc
         self.console.print(f"built {tag} in {time.monotonic() - started:.1f}s")
