@@ -238,6 +238,7 @@ class ImageBuilder:
     def _build_base(self, recipe: Recipe, tag: str) -> None:
         started = time.monotonic()
         sources = host_apt_sources()
+        self.console.print(f"building {tag}: Debian {SUITE} from {sources} with mmdebstrap")
         argv = [
             "mmdebstrap", *MMDEBSTRAP_OPTIONS, f"--include={','.join(recipe.packages())}",
             "--format=tar", SUITE,
@@ -283,6 +284,7 @@ class ImageBuilder:
 
     def _build_top(self, recipe: Recipe, base: str, tag: str) -> None:
         started = time.monotonic()
+        self.console.print(f"building {tag} on {base}")
         context = context_tar(recipe.context_files())
         with self.console.status(f"[bold]{tag}[/]: building") as status:
             try:
