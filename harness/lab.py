@@ -434,13 +434,20 @@ class Lab:
 
     # --- plugging, as a cloud does it ---------------------------------------------------------
 
+    def attach_port(self, amphora: Amphora, network_role: str) -> Port:
+        """The cloud's half of a hot-plug: a new port on that network, attached to the running
+        amphora (the engine picks its MAC and fixed IP). The agent knows nothing of it yet."""
+        port = self.provider.attach_port(amphora.node, self.networks[network_role])
+        amphora.ports.append(port)
+        return port
+
     def plug_vip(self, amphora: Amphora, vip: IPv4Address | None = None, *,
                  additional_vips: tuple[IPv4Address, ...] = ()) -> Port:
         """Attach a port on the VIP network (its fixed IP becomes the amphora's vrrp_ip), then
         POST plug/vip with the port's MAC. vip defaults to a newly allocated one."""
         plan = self.plan("vip")
         vip = vip or self.allocate_vip()
-        port = self.provider.attach_port(amphora.node, self.networks["vip"])
+        port = self.attach_port(amphora, "vip")
         subnet = {"subnet_cidr": str(plan.subnet), "gateway": str(plan.gateway),
                   "host_routes": []}
         amphora.client.plug_vip(str(vip), {
@@ -450,18 +457,16 @@ class Lab:
             "mtu": DATA_PLANE_MTU,
             "additional_vips": [{"ip_address": str(a), **subnet} for a in additional_vips],
         })
-        amphora.ports.append(port)
         return port
 
     def plug_member_network(self, amphora: Amphora) -> Port:
         """Attach a port on the member network, then POST plug/network with its MAC and IP."""
         plan = self.plan("member")
-        port = self.provider.attach_port(amphora.node, self.networks["member"])
+        port = self.attach_port(amphora, "member")
         amphora.client.plug_network({
             "mac_address": port.mac_address,
             "fixed_ips": [{"ip_address": str(port.ip_address), "subnet_cidr": str(plan.subnet),
                            "host_routes": []}],
             "mtu": DATA_PLANE_MTU,
         })
-        amphora.ports.append(port)
         return port
