@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from flask import request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Octavia names certificate files after a UUID, a SHA-1 or a host name ("WILDCARD.example.com"):
@@ -39,9 +39,12 @@ def read_body(limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     chunks, size = [], 0
-    while chunk := request.stream.read(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        while chunk := request.stream.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except (OSError, ValueError) as exc:  # werkzeug 2.2: bad chunked encoding, as OSError
+        raise BadRequest(f"The request body could not be read: {exc}") from exc
     return b"".join(chunks)
