@@ -255,3 +255,24 @@ class HeartbeatReceiver:
                     Heartbeat(now, source, message)
                 )
 
+
+
+class ListenerTally:
+    """What a test sent through one listener, to hold against what heartbeats summed up.
+
+    Tests add every connection they make to the listener; settled() waits until the heartbeats
+    account for them all (and a little longer) and returns the summed totals."""
+
+    def __init__(self, receiver: HeartbeatReceiver, listener_id: str,
+                 amphora_ids: Iterable[str]) -> None:
+        self.receiver = receiver
+        self.listener_id = listener_id
+        self.amphora_ids = list(amphora_ids)
+        self.connections = 0
+
+    def add(self, connections: int) -> None:
+        self.connections += connections
+
+    def settled(self, timeout: float = 30.0) -> dict[str, int]:
+        return self.receiver.settled_totals(self.listener_id, self.amphora_ids,
+                                            self.connections, timeout=timeout)

@@ -174,6 +174,14 @@ class Exchange:
         return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
+def http_request(path: str, host: str, body: bytes = b"") -> bytes:
+    """A well-formed HTTP/1.1 request for its own connection: GET, or POST when it has a body."""
+    method = "POST" if body else "GET"
+    length = f"Content-Length: {len(body)}\r\n" if body else ""
+    return (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{length}Connection: close\r\n\r\n"
+            .encode() + body)
+
+
 def http_exchange(address: str, port: int, request: bytes, timeout: float = 10.0) -> Exchange:
     """Send request on a new connection and read until the server closes it (requests should
     say `Connection: close`)."""

@@ -1,0 +1,270 @@
+"""Statistics of a live amphora against the traffic that made them.
+
+One amphora runs one HTTP listener with two members and no health monitor, so every connection
+the listener counts is one these tests made: the heartbeats' summed totconns must equal exactly
+what was sent, through reloads and an agent restart. Byte counters are held against the exact
+bytes exchanged (harness.stats explains the tolerance), and the stats socket inside the amphora
+must tell the same story as the heartbeats.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from harness import model
+from harness.controller import LoadBalancerController
+from harness.faults import FaultInjector
+from harness.health import HeartbeatReceiver, ListenerTally
+from harness.lab import Amphora, Lab, Member
+from harness.pytest_plugin import LabShape
+from harness.stats import (
+    AmphoraStatsSocket,
+    Exchange,
+    counted_bytes_range,
+    http_exchange,
+    http_request,
+    show_stat,
+)
+
+INTERVAL_S = 0.5
+LISTENER_PORT = 80
+SECOND_LISTENER_PORT = 81
+MALFORMED_REQUEST = b"THIS IS NOT HTTP\r\n\r\n"
+POST_BODY = b"x" * 2000
+HELD_CONNECTIONS = 4
+RELOADS = 3
+# Bounds of the traffic that runs while haproxy reloads.
+RELOAD_TRAFFIC_MAX_REQUESTS = 600
+RELOAD_TRAFFIC_MAX_S = 60.0
+WAIT_S = 30.0
+# How long to wait for counts that may never come (a loss shows as a total that stays short).
+LOSS_TIMEOUT_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def lab_shape(heartbeats: HeartbeatReceiver) -> LabShape:
+    return LabShape(amphorae=1, members=2, agent_settings=heartbeats.agent_settings(INTERVAL_S))
+
+
+@pytest.fixture(scope="module")
+def vip(lab: Lab, amphora: Amphora) -> str:
+    address = lab.allocate_vip()
+    lab.plug_vip(amphora, address)
+    lab.plug_member_network(amphora)
+    return str(address)
+
+
+@pytest.fixture(scope="module")
+def controller(amphora: Amphora, members: list[Member], vip: str
+               ) -> Iterator[LoadBalancerController]:
+    pool = model.Pool(members=[model.Member(address=str(m.address), port=m.port("http"))
+                               for m in members])
+    listener = model.Listener(protocol=model.Protocol.HTTP, port=LISTENER_PORT, pools=[pool],
+                              default_pool_id=pool.id)
+    lb = model.LoadBalancer(vip_address=vip, listeners=[listener])
+    lb_controller = LoadBalancerController(lb, [amphora.client])
+    lb_controller.create()
+    yield lb_controller
+    lb_controller.delete()
+
+
+@pytest.fixture(scope="module")
+def listener(controller: LoadBalancerController) -> model.Listener:
+    return controller.lb.listeners[0]
+
+
+@pytest.fixture(scope="module")
+def tally(heartbeats: HeartbeatReceiver, amphora: Amphora, listener: model.Listener
+          ) -> ListenerTally:
+    return ListenerTally(heartbeats, listener.id, [amphora.id])
+
+
+@pytest.fixture(scope="module")
+def stats_socket(lab: Lab, amphora: Amphora, controller: LoadBalancerController
+                 ) -> AmphoraStatsSocket:
+    return AmphoraStatsSocket(lab.provider, amphora, controller.lb.id)
+
+
+def send(vip: str, requests: list[bytes]) -> list[Exchange]:
+    return [http_exchange(vip, LISTENER_PORT, request) for request in requests]
+
+
+def good_requests(vip: str, count: int) -> list[bytes]:
+    """GETs and POSTs with a body, alternating."""
+    return [http_request(f"/{n}", vip, POST_BODY if n % 2 else b"") for n in range(count)]
+
+
+def difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {name: after[name] - before[name] for name in after}
+
+
+def haproxy_masters(lab: Lab, amphora: Amphora) -> int:
+    """haproxy processes in the amphora whose parent is not a haproxy: one per instance."""
+    listing = lab.provider.exec(amphora.node, ["ps", "-C", "haproxy", "-o", "pid=,ppid="])
+    pairs = [line.split() for line in listing.output.splitlines() if line.strip()]
+    pids = {pid for pid, _ in pairs}
+    return sum(1 for _, ppid in pairs if ppid not in pids)
+
+
+def listener_states(amphora: Amphora) -> dict[str, tuple[str, str]]:
+    """GET /1.0/listeners as listener id -> (type, status)."""
+    return {item["uuid"]: (item["type"], item["status"])
+            for item in amphora.client.get_listeners()}
+
+
+def test_counts_match_the_traffic(vip: str, tally: ListenerTally, listener: model.Listener,
+                                  stats_socket: AmphoraStatsSocket) -> None:
+    before = tally.settled()
+    assert before["totconns"] == tally.connections
+    socket_before = show_stat(stats_socket).frontend(listener.id)
+
+    good = send(vip, good_requests(vip, 20))
+    bad = send(vip, [MALFORMED_REQUEST] * 3)
+    assert [e.status for e in good] == [200] * 20
+    assert [e.status for e in bad] == [400] * 3
+    tally.add(len(good) + len(bad))
+
+    counted = difference(tally.settled(), before)
+    assert counted["totconns"] == len(good) + len(bad)
+    assert counted["ereq"] == len(bad)
+    low, high = counted_bytes_range(e.request for e in good)
+    assert low <= counted["rx"] <= high, (low, counted["rx"], high)
+    low, high = counted_bytes_range(e.response for e in good)
+    assert low <= counted["tx"] <= high, (low, counted["tx"], high)
+
+    # The same worker counted everything: its own counters moved by exactly what the
+    # heartbeats reported.
+    in_haproxy = difference(show_stat(stats_socket).frontend(listener.id), socket_before)
+    assert {name: in_haproxy[name] for name in counted} == counted
+
+
+def test_conns_are_the_connections_held_open(
+    vip: str, tally: ListenerTally, heartbeats: HeartbeatReceiver, amphora: Amphora,
+    listener: model.Listener, stats_socket: AmphoraStatsSocket,
+) -> None:
+    def reported_conns() -> int | None:
+        latest = heartbeats.history(amphora.id).latest()
+        stats = latest.message["listeners"].get(listener.id) if latest else None
+        return stats["stats"]["conns"] if stats else None
+
+    tally.settled()
+    assert reported_conns() == 0
+    with ExitStack() as held:
+        for _ in range(HELD_CONNECTIONS):
+            held.enter_context(socket.create_connection((vip, LISTENER_PORT), timeout=5))
+        tally.add(HELD_CONNECTIONS)
+        heartbeats.wait_until(lambda: reported_conns() == HELD_CONNECTIONS, WAIT_S,
+                              f"heartbeats reporting {HELD_CONNECTIONS} connections")
+        assert show_stat(stats_socket).frontend(listener.id)["conns"] == HELD_CONNECTIONS
+    heartbeats.wait_until(lambda: reported_conns() == 0, WAIT_S, "no connection reported")
+    assert tally.settled()["totconns"] == tally.connections
+
+
+def test_no_count_lost_or_doubled_across_reloads(
+    vip: str, tally: ListenerTally, controller: LoadBalancerController, amphora: Amphora,
+) -> None:
+    """Each batch is followed at once by a reload, before a heartbeat could report it: the
+    old worker's counts must be carried over, once."""
+    tally.settled()
+    for batch in (7, 5, 9):
+        exchanges = send(vip, good_requests(vip, batch))
+        assert [e.status for e in exchanges] == [200] * batch
+        tally.add(batch)
+        amphora.client.lb_action(controller.lb.id, "reload")
+    assert tally.settled()["totconns"] == tally.connections
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "known limitation, agent on haproxy 2.6: counters live in each worker, and the agent "
+    "banks the old worker's counts just before the reload; connections that worker accepts "
+    "between that reading and its soft-stop (after the new worker is ready, ~0.1 s) are never "
+    "reported. Measured over 3 reloads at ~120 connections/s: 0 to 51 of ~620 lost, by chance "
+    "of which worker accepts."))
+def test_no_count_lost_across_reloads_under_traffic(
+    vip: str, tally: ListenerTally, controller: LoadBalancerController, amphora: Amphora,
+) -> None:
+    """Connections keep coming while haproxy reloads: every one is reported exactly once."""
+    statuses: list[int] = []
+    reloads_done = threading.Event()
+
+    def traffic() -> None:
+        deadline = time.monotonic() + RELOAD_TRAFFIC_MAX_S
+        for n in range(RELOAD_TRAFFIC_MAX_REQUESTS):
+            if time.monotonic() > deadline or (reloads_done.is_set() and n >= 100):
+                break
+            try:
+                statuses.append(http_exchange(vip, LISTENER_PORT,
+                                              http_request(f"/{n}", vip)).status)
+            except OSError:
+                statuses.append(0)
+
+    tally.settled()
+    sender = threading.Thread(target=traffic, name="reload-traffic")
+    sender.start()
+    try:
+        for _ in range(RELOADS):
+            time.sleep(0.3)
+            amphora.client.lb_action(controller.lb.id, "reload")
+    finally:
+        reloads_done.set()
+        sender.join(RELOAD_TRAFFIC_MAX_S + 10)
+    tally.add(len(statuses))
+    assert statuses and set(statuses) == {200}, "a reload refused or broke a request"
+    expected = tally.connections
+    reported = tally.settled(timeout=LOSS_TIMEOUT_S)["totconns"]
+    tally.connections = reported  # later tests compare with what was reported from here on
+    assert reported == expected
+
+
+def test_no_count_lost_across_an_agent_restart(
+    vip: str, lab: Lab, tally: ListenerTally, heartbeats: HeartbeatReceiver, amphora: Amphora,
+) -> None:
+    """haproxy keeps serving while the agent is down; the restarted agent reports what it
+    missed and goes on with the sequence."""
+    tally.settled()
+    last_seq = heartbeats.history(amphora.id).latest().seq
+    injector = FaultInjector(lab)
+    kill = injector.kill_agent(amphora)
+    try:
+        exchanges = send(vip, good_requests(vip, 10))
+        assert [e.status for e in exchanges] == [200] * 10
+    finally:
+        injector.heal(kill)  # the amphora's init restarts the agent; the heal waits for it
+    exchanges += send(vip, good_requests(vip, 5))
+    tally.add(len(exchanges))
+    assert tally.settled()["totconns"] == tally.connections
+    seqs = heartbeats.history(amphora.id).seqs
+    after = seqs[seqs.index(last_seq):]
+    assert all(b > a for a, b in itertools.pairwise(after))
+
+
+def test_details_and_listeners_agree_with_what_was_pushed(
+    lab: Lab, amphora: Amphora, vip: str, members: list[Member],
+    controller: LoadBalancerController, listener: model.Listener,
+) -> None:
+    second = model.LoadBalancer(vip_address=vip, listeners=[model.Listener(
+        protocol=model.Protocol.TCP, port=SECOND_LISTENER_PORT, pools=[model.Pool(
+            members=[model.Member(address=str(members[0].address),
+                                  port=members[0].port("tcp"))])])])
+    second_controller = LoadBalancerController(second, [amphora.client])
+    second_controller.create()
+    try:
+        pushed = {listener.id: "HTTP", second.listeners[0].id: "TCP"}
+        assert listener_states(amphora) == {uuid: (kind, "ACTIVE") for uuid, kind in pushed.items()}
+        details = amphora.client.get_details()
+        assert sorted(details["listeners"]) == sorted(pushed)
+        assert details["haproxy_count"] == haproxy_masters(lab, amphora) == 2
+
+        amphora.client.lb_action(second.id, "stop")
+        assert listener_states(amphora)[second.listeners[0].id] == ("TCP", "STOPPED")
+        assert amphora.client.get_details()["haproxy_count"] == haproxy_masters(lab, amphora) == 1
+    finally:
+        second_controller.delete()
+    assert set(listener_states(amphora)) == {listener.id}
