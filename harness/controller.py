@@ -8,7 +8,12 @@ driver:
   haproxy.cfg, start; for a pair also upload each amphora's keepalived.conf and start VRRP;
 - update: upload changed certificates, upload haproxy.cfg, reload; then delete certificate files
   nothing refers to any more (so a rotation leaves only the new certificate behind);
-- delete: DELETE the load balancer's listeners (the agent stops haproxy and removes its files).
+- delete: DELETE the load balancer's listeners (the agent stops haproxy and removes its files);
+- replace_amphora (failover of one amphora, after the cloud booted its successor): plug the VIP
+  on the new amphora, push certificates and haproxy.cfg and start it; for a pair re-render
+  every keepalived.conf (the peer address changed), start VRRP on the new amphora and reload it
+  on the survivor. The new amphora takes the lost one's role; with nopreempt it does not take
+  the VIP from the survivor.
 Every file uploaded is checked against the md5 the agent answers with.
 """
 
@@ -141,6 +146,24 @@ class LoadBalancerController:
             amphora.client.delete_lb(self.lb.id)
             amphora.cert_files.clear()
 
+    def replace_amphora(self, lost_amphora_id: str, client: AmphoraClient, vip_port: VipPort,
+                        paths: AmphoraPaths | None = None) -> None:
+        """Bring a new amphora (booted and reachable, member networks plugged) in for a lost
+        one, as Octavia's amphora failover does."""
+        lost = next((a for a in self.amphorae if a.amphora_id == lost_amphora_id), None)
+        if lost is None:
+            raise ControllerError(f"amphora {lost_amphora_id} does not serve {self.lb.id}")
+        new = _AmphoraState(client, lost.role, paths or lost.paths)
+        self._plug_vip(new, vip_port)
+        self._push_to(new, action="start")
+        self.amphorae[self.amphorae.index(lost)] = new
+        if self.is_pair:
+            self.configure_vrrp()
+            new.client.vrrp_action("start")
+            for survivor in self.amphorae:
+                if survivor is not new:
+                    survivor.client.vrrp_action("reload")
+
     def rotate_certificate(self, old: Certificate, new: Certificate) -> None:
         """Replace a certificate wherever listeners use it (default or SNI), then update: the
         new file is uploaded, haproxy reloaded, the old file deleted."""
@@ -187,14 +210,17 @@ class LoadBalancerController:
 
     def _push(self, action: str) -> None:
         for amphora in self.amphorae:
-            # Render first: a model error must stop the flow before anything is sent.
-            config = render_haproxy(self.lb, amphora.amphora_id, amphora.paths)
-            files = self._certificate_files(amphora.paths)
-            self._upload_certificates(amphora, files)
-            etag = amphora.client.upload_config(self.lb.id, config)
-            _check_md5(amphora, "haproxy.cfg", config.encode(), etag)
-            amphora.client.lb_action(self.lb.id, action)
-            self._delete_stale_certificates(amphora, files)
+            self._push_to(amphora, action)
+
+    def _push_to(self, amphora: _AmphoraState, action: str) -> None:
+        # Render first: a model error must stop the flow before anything is sent.
+        config = render_haproxy(self.lb, amphora.amphora_id, amphora.paths)
+        files = self._certificate_files(amphora.paths)
+        self._upload_certificates(amphora, files)
+        etag = amphora.client.upload_config(self.lb.id, config)
+        _check_md5(amphora, "haproxy.cfg", config.encode(), etag)
+        amphora.client.lb_action(self.lb.id, action)
+        self._delete_stale_certificates(amphora, files)
 
     def _certificate_files(self, paths: AmphoraPaths) -> dict[str, bytes]:
         """Every file the listeners need under the load balancer's certificate directory:

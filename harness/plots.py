@@ -9,6 +9,9 @@ from matplotlib.figure import Figure
 
 from harness.traffic import Timeline
 
+LABELLED_OUTAGES = 5
+MIN_LABELLED_OUTAGE_S = 0.1
+
 
 def plot_timeline(timeline: Timeline, path: Path, title: str) -> Path:
     """Latency of every request over time, by amphora, with failures, outages and events."""
@@ -29,8 +32,14 @@ def plot_timeline(timeline: Timeline, path: Path, title: str) -> Path:
             [s.latency_ms for s in failed],
             s=14, marker="x", color="red", label=f"failed ({len(failed)})",
         )
-    for outage in timeline.outages():
+    outages = timeline.outages()
+    for outage in outages:
         ax.axvspan(outage.start, outage.end, color="red", alpha=0.12)
+    # Durations only for the longest few: under packet loss there are dozens of tiny windows.
+    longest = sorted(outages, key=lambda o: o.duration, reverse=True)[:LABELLED_OUTAGES]
+    for outage in longest:
+        if outage.duration < MIN_LABELLED_OUTAGE_S:
+            continue
         ax.annotate(
             f"{outage.duration:.2f}s", (outage.start, 1), xycoords=("data", "axes fraction"),
             xytext=(2, -12), textcoords="offset points", color="darkred", fontsize=8,

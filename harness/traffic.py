@@ -4,10 +4,15 @@ A TimelineRecorder sends one request every `interval` seconds (a fixed rate, not
 other: a request that hangs during a failover must not delay the next ones) on a fresh connection
 each time, so that each sample shows the path a new client would take at that instant. The
 timeline then yields the outage windows a client saw.
+
+A request not answered within `timeout` counts as failed. The default, 0.8 s, is below TCP's
+initial SYN retransmission time (1 s): a request only succeeds on its first SYN, so a success
+says the path worked when the request was sent, not a second later after a retransmission.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -18,6 +23,8 @@ from pathlib import Path
 
 import requests
 
+DEFAULT_TIMEOUT_S = 0.8
+# harness.member_server answers with this header; the rendered haproxy.cfg adds the other.
 MEMBER_HEADER = "X-Member-Id"
 AMPHORA_HEADER = "X-Amphora-Id"
 
@@ -63,17 +70,24 @@ class Timeline:
     events: list[Event] = field(default_factory=list)
     interval: float = 0.02
 
-    def ordered(self) -> list[Sample]:
-        return sorted(self.samples, key=lambda s: s.sent_at)
+    def ordered(self, since: float = 0.0) -> list[Sample]:
+        return sorted((s for s in self.samples if s.sent_at >= since), key=lambda s: s.sent_at)
 
-    def outages(self) -> list[Outage]:
-        """Runs of failed requests, each closed by the next success.
+    def event(self, label: str) -> float:
+        """When the (first) event with this label happened."""
+        for event in self.events:
+            if event.label == label:
+                return event.at
+        raise KeyError(f"no event {label!r} in the timeline")
 
-        A run still open when recording stopped ends at the last sample's send time."""
+    def outages(self, since: float = 0.0) -> list[Outage]:
+        """Runs of failed requests sent at or after `since`, each closed by the next success.
+
+        A run still open when recording stopped ends one interval after its last sample."""
         windows: list[Outage] = []
         start: float | None = None
         failed = 0
-        ordered = self.ordered()
+        ordered = self.ordered(since)
         for sample in ordered:
             if not sample.ok:
                 if start is None:
@@ -86,17 +100,40 @@ class Timeline:
             windows.append(Outage(start, ordered[-1].sent_at + self.interval, failed))
         return windows
 
-    def longest_outage(self) -> float:
-        return max((o.duration for o in self.outages()), default=0.0)
+    def outage_since(self, since: float) -> Outage | None:
+        """Everything a fault at about `since` cost: from the first failed request sent after
+        it to the success that ended the last outage after it. Outages separated by brief
+        recoveries count as one, so a relapse is never left out."""
+        windows = self.outages(since)
+        if not windows:
+            return None
+        return Outage(windows[0].start, windows[-1].end, sum(w.failed for w in windows))
 
-    def failures(self) -> list[Sample]:
-        return [s for s in self.samples if not s.ok]
+    def longest_silence(self, since: float = 0.0) -> float:
+        """The longest time after `since` in which no answer arrived (an answer arrives at its
+        send time plus its latency); up to the end of the recording if none came. Unlike
+        outages() this also counts requests that were held rather than failed, e.g. queued
+        on the client while the VIP's address was resolved again."""
+        ordered = self.ordered()
+        if not ordered:
+            return 0.0
+        end = ordered[-1].sent_at + self.interval
+        arrivals = sorted(a for a in (s.sent_at + s.latency_ms / 1000 for s in ordered if s.ok)
+                          if a >= since)
+        points = [since, *arrivals, end]
+        return max(later - earlier for earlier, later in itertools.pairwise(points))
 
-    def answered_by(self, since: float = 0.0) -> dict[str, int]:
-        """How many successful requests each amphora carried after `since`."""
+    def longest_outage(self, since: float = 0.0) -> float:
+        return max((o.duration for o in self.outages(since)), default=0.0)
+
+    def failures(self, since: float = 0.0, until: float = float("inf")) -> list[Sample]:
+        return [s for s in self.samples if not s.ok and since <= s.sent_at < until]
+
+    def answered_by(self, since: float = 0.0, until: float = float("inf")) -> dict[str, int]:
+        """How many successful requests each amphora carried, of those sent in [since, until)."""
         counts: dict[str, int] = {}
         for s in self.samples:
-            if s.ok and s.sent_at >= since and s.amphora:
+            if s.ok and since <= s.sent_at < until and s.amphora:
                 counts[s.amphora] = counts.get(s.amphora, 0) + 1
         return counts
 
@@ -121,7 +158,7 @@ class TimelineRecorder:
         url: str,
         *,
         interval: float = 0.02,
-        timeout: float = 1.0,
+        timeout: float = DEFAULT_TIMEOUT_S,
         max_duration: float = 180.0,
         identify: Callable[
             [requests.Response], tuple[str | None, str | None]
@@ -193,18 +230,24 @@ class TimelineRecorder:
             delay = due - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 break
-            self._pool.submit(self._one, due - self._t0)
-            tick += 1
+            self._pool.submit(self._one)
+            # After a stall (a starved process) go on from now instead of sending a burst.
+            tick = max(tick + 1, int((time.monotonic() - self._t0) / self.interval))
 
-    def _one(self, sent_at: float) -> None:
+    def _one(self) -> None:
         begin = time.monotonic()
+        sent_at = begin - self._t0
         try:
-            response = requests.get(
-                self.url,
-                timeout=self.timeout,
-                verify=self.verify,
-                headers={"Connection": "close"},
-            )
+            # A session of its own per request: a fresh connection, and no proxy from the
+            # environment (lab traffic goes straight onto the lab's bridges).
+            with requests.Session() as session:
+                session.trust_env = False
+                response = session.get(
+                    self.url,
+                    timeout=self.timeout,
+                    verify=self.verify,
+                    headers={"Connection": "close"},
+                )
             member, amphora = self.identify(response)
             sample = Sample(
                 sent_at=sent_at,

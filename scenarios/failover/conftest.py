@@ -1,0 +1,112 @@
+"""Fixtures of the failover suite: the lab (two amphorae, two members), the pair created on it
+the way a controller creates an ACTIVE_STANDBY load balancer, and timeline recording.
+
+Tests may leave an amphora dead or stopped: the function-scoped `pair` fixture replaces an
+amphora that does not serve (the controller's failover flow) before the next test, so every test
+starts from a whole, settled pair. Timelines go to results/failover/<name>.json and .png,
+whether the test passed or not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.controller import LoadBalancerController, VipPort
+from harness.fixtures_loader import load_lb
+from harness.lab import DATA_PLANE_MTU, Amphora, Lab, Member
+from harness.model import VipSubnet
+from harness.pki import CertificateAuthority
+from harness.pytest_plugin import LabShape
+from harness.traffic import TimelineRecorder
+from scenarios.failover.pair import (
+    LB_DEFINITION,
+    SITE_NAMES,
+    TOPOLOGY,
+    VRRP,
+    Pair,
+    save_timeline,
+)
+
+
+@pytest.fixture(scope="module")
+def lab_shape() -> LabShape:
+    return LabShape(amphorae=2, members=2, agent_settings={"topology": TOPOLOGY})
+
+
+@pytest.fixture(scope="session")
+def failover_results(request: pytest.FixtureRequest) -> Path:
+    return request.config.rootpath / "results" / "failover"
+
+
+@pytest.fixture(scope="module")
+def tenant_ca() -> CertificateAuthority:
+    return CertificateAuthority("failover tenant CA")
+
+
+@pytest.fixture(scope="module")
+def pair_under_test(lab: Lab, amphorae: list[Amphora], members: list[Member],
+                    tenant_ca: CertificateAuthority) -> Pair:
+    """The create flow, as a controller runs it for an ACTIVE_STANDBY load balancer."""
+    vip = lab.allocate_vip()
+    certificates = {name: tenant_ca.issue(host, dns_names=(host,)).bundle
+                    for name, host in SITE_NAMES.items()}
+    addresses = {"vip": str(vip), "m1": str(members[0].address), "m2": str(members[1].address)}
+    lb = load_lb(LB_DEFINITION, addresses=addresses, certificates=certificates)
+    plan = lab.plan("vip")
+    subnet = VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway))
+    vip_ports = []
+    for amphora in amphorae:
+        lab.plug_member_network(amphora)
+        port = lab.provider.attach_port(amphora.node, lab.networks["vip"])
+        amphora.ports.append(port)
+        vip_ports.append(VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
+                                 subnet=subnet, mtu=DATA_PLANE_MTU))
+    controller = LoadBalancerController(lb, [a.client for a in amphorae], vrrp_group=VRRP)
+    controller.create(vip_ports)
+    return Pair(lab, lb, controller, list(amphorae), list(members), tenant_ca)
+
+
+@pytest.fixture
+def pair(pair_under_test: Pair) -> Pair:
+    """The pair, whole and settled (one master, traffic flowing through it)."""
+    pair_under_test.ensure_whole()
+    return pair_under_test
+
+
+# --- timelines ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def measured_outages(failover_results: Path) -> Iterator[dict[str, dict[str, float]]]:
+    """What each fault cost clients (pair.disruption), written to results/failover/outages.json
+    when the module ends."""
+    outages: dict[str, dict[str, float]] = {}
+    yield outages
+    if outages:
+        failover_results.mkdir(parents=True, exist_ok=True)
+        path = failover_results / "outages.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(json.dumps(previous | outages, indent=1, sort_keys=True))
+
+
+@pytest.fixture
+def record(pair: Pair, failover_results: Path,
+           request: pytest.FixtureRequest) -> Iterator[Callable[[], TimelineRecorder]]:
+    """Starts the test's timeline recorder; it is stopped and saved (JSON and PNG, named after
+    the test) when the test ends, passed or failed."""
+    recorders: list[TimelineRecorder] = []
+
+    def start() -> TimelineRecorder:
+        recorder = pair.recorder()
+        recorders.append(recorder)
+        recorder.start()
+        return recorder
+
+    yield start
+    for number, recorder in enumerate(recorders):
+        name = request.node.name + (f"-{number}" if number else "")
+        save_timeline(failover_results, name, recorder.stop(), name)

@@ -1,0 +1,229 @@
+"""The failover suite's system under test: an active/standby pair carrying one load balancer,
+and how the suite observes it — from the outside only: the X-Amphora-Id header on answers through
+the VIP, /details (`active`), and `ip addr` in each amphora's data-plane namespace (testinfra).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import testinfra
+
+from harness.client import AmphoraAPIError
+from harness.controller import LoadBalancerController, VipPort
+from harness.faults import DATA_PLANE_NAMESPACE
+from harness.lab import DATA_PLANE_MTU, Amphora, Lab, Member
+from harness.model import LoadBalancer, VipSubnet, VrrpGroup, VrrpRole
+from harness.pki import CertificateAuthority
+from harness.plots import plot_timeline
+from harness.traffic import Timeline, TimelineRecorder
+
+TOPOLOGY = "ACTIVE_STANDBY"
+LB_DEFINITION = Path(__file__).with_name("lb.yaml")
+SITE_NAMES = {"default": "default.failover.test", "site-a": "site-a.failover.test"}
+# Short timers keep the suite fast: adverts every second. The check script runs every 2 s and
+# gives mastership up after 2 failures (Octavia's defaults are 5 s and 2): 1 s would leave the
+# check, a Python process in a busy container, too little time before keepalived times it out.
+VRRP = VrrpGroup(advert_int=1, check_interval=2, check_fall=2, check_rise=2)
+# How long a backup waits without adverts before it takes over (RFC 3768's Master_Down_Interval:
+# 3 adverts plus a skew that is longest for the lowest priority).
+MASTER_DOWN_S = 3 * VRRP.advert_int + (256 - VrrpRole.BACKUP.value) / 256 * VRRP.advert_int
+# Bounds of the waits for a pair to settle (one master, the host's ARP entry on its MAC): the
+# master's periodic gratuitous ARPs (garp_master_refresh) put the host right at the latest then.
+SETTLE_TIMEOUT_S = MASTER_DOWN_S + VRRP.garp_refresh + 10
+# Consecutive answers through the VIP, all from one amphora, that count as "traffic flows".
+STEADY_ANSWERS = 10
+PROBE_TIMEOUT_S = 3.0
+
+
+@dataclass
+class Pair:
+    """The load balancer on its two amphorae, and what the suite asks of them."""
+
+    lab: Lab
+    lb: LoadBalancer
+    controller: LoadBalancerController
+    amphorae: list[Amphora]
+    members: list[Member]
+    tenant_ca: CertificateAuthority
+    replaced: list[str] = field(default_factory=list)
+
+    @property
+    def vip(self) -> str:
+        return self.lb.vip_address
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.vip}:{self.lb.listener('http').port}/"
+
+    def by_id(self, amphora_id: str) -> Amphora:
+        return next(a for a in self.amphorae if a.id == amphora_id)
+
+    def other(self, amphora: Amphora) -> Amphora:
+        return next(a for a in self.amphorae if a is not amphora)
+
+    def recorder(self, max_duration: float = 120.0) -> TimelineRecorder:
+        return TimelineRecorder(self.url, max_duration=max_duration)
+
+    # --- observations -------------------------------------------------------------------
+
+    def holds_vip(self, amphora: Amphora) -> bool:
+        """Whether the VIP is configured in the amphora's data-plane namespace (testinfra)."""
+        host = testinfra.get_host(self.lab.provider.testinfra_backend(amphora.node))
+        output = host.check_output(f"ip netns exec {DATA_PLANE_NAMESPACE} ip -o -4 addr show")
+        return f" {self.vip}/32 " in output
+
+    def active(self, amphora: Amphora) -> bool:
+        """/details says the amphora is the VRRP master."""
+        details = amphora.client.get_details()
+        assert details["topology"] == TOPOLOGY
+        return bool(details["active"])
+
+    def answering_amphora(self) -> str | None:
+        """The X-Amphora-Id of one request through the VIP (None when it fails)."""
+        try:
+            with requests.Session() as session:
+                session.trust_env = False
+                response = session.get(self.url, timeout=PROBE_TIMEOUT_S,
+                                       headers={"Connection": "close"})
+        except requests.RequestException:
+            return None
+        return response.headers.get("X-Amphora-Id") if response.ok else None
+
+    def masters(self) -> list[Amphora]:
+        """The amphorae that hold the VIP and say so in /details."""
+        return [a for a in self.amphorae if self.holds_vip(a) and self.active(a)]
+
+    def wait_settled(self, timeout: float = SETTLE_TIMEOUT_S) -> Amphora:
+        """Wait (bounded) until exactly one amphora is master by every account and traffic
+        through the VIP flows through it; return it."""
+        deadline = time.monotonic() + timeout
+        seen = ""
+        while time.monotonic() < deadline:
+            holders = [a for a in self.amphorae if self.holds_vip(a)]
+            active = [a for a in self.amphorae if self.active(a)]
+            answers = [self.answering_amphora() for _ in range(STEADY_ANSWERS)]
+            seen = (f"VIP in {[a.name for a in holders]}, /details active "
+                    f"{[a.name for a in active]}, answers from {answers}")
+            if len(holders) == 1 and active == holders and set(answers) == {holders[0].id}:
+                return holders[0]
+            time.sleep(VRRP.advert_int / 2)
+        raise AssertionError(f"the pair did not settle within {timeout:.0f}s: {seen}")
+
+    # --- the whole configuration ----------------------------------------------------------
+
+    def assert_full_config_served(self, master: Amphora) -> None:
+        """Every listener answers through the VIP from master, with the right certificates."""
+        member_ids = {m.id for m in self.members}
+        with requests.Session() as session:
+            session.trust_env = False
+            response = session.get(self.url, timeout=PROBE_TIMEOUT_S)
+        assert response.status_code == 200
+        assert response.headers["X-Amphora-Id"] == master.id
+        assert response.json()["member"] in member_ids
+        port = self.lb.listener("https").port
+        for server_name, expected in (("site-a.failover.test", "site-a.failover.test"),
+                                      ("other.failover.test", "default.failover.test")):
+            common_name, headers, body = https_get(self.vip, port, server_name, self.tenant_ca)
+            assert common_name == expected, server_name
+            assert headers["x-amphora-id"] == master.id
+            assert json.loads(body)["member"] in member_ids
+        answer = tcp_line(self.vip, self.lb.listener("tcp").port)
+        assert answer["member"] in member_ids and answer["proto"] == "tcp"
+
+    # --- repair -------------------------------------------------------------------------
+
+    def replace(self, lost: Amphora) -> Amphora:
+        """What a controller does after losing an amphora: the cloud boots a new one and plugs
+        its ports; the failover flow pushes the load balancer and the VRRP configs to it."""
+        if self.lab.provider.is_running(lost.node):  # the cloud deletes the lost amphora
+            self.lab.provider.kill(lost.node)
+        new = self.lab.add_amphora(topology=TOPOLOGY)
+        self.lab.plug_member_network(new)
+        port = self.lab.provider.attach_port(new.node, self.lab.networks["vip"])
+        new.ports.append(port)
+        plan = self.lab.plan("vip")
+        vip_port = VipPort(
+            mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
+            subnet=VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway)),
+            mtu=DATA_PLANE_MTU,
+        )
+        self.controller.replace_amphora(lost.id, new.client, vip_port)
+        self.amphorae[self.amphorae.index(lost)] = new
+        self.replaced.append(lost.id)
+        return new
+
+    def serves(self, amphora: Amphora) -> bool:
+        """Running, with every listener of the load balancer ACTIVE. An amphora booted again
+        after a kill comes back empty (its data plane is not restored): it does not serve."""
+        if not self.lab.provider.is_running(amphora.node):
+            return False
+        try:
+            listeners = amphora.client.get_listeners()
+        except (requests.RequestException, AmphoraAPIError):
+            return False
+        return ({item["uuid"]: item["status"] for item in listeners}
+                == {listener.id: "ACTIVE" for listener in self.lb.listeners})
+
+    def ensure_whole(self) -> Amphora:
+        """Replace amphorae that do not serve (a test killed or stopped them); return the
+        master once the pair has settled."""
+        for amphora in list(self.amphorae):
+            if not self.serves(amphora):
+                self.replace(amphora)
+        return self.wait_settled()
+
+
+def https_get(address: str, port: int, server_name: str,
+              ca: CertificateAuthority) -> tuple[str, dict[str, str], bytes]:
+    """GET / over TLS with SNI server_name: the served certificate's CN, the response headers
+    (lower-case names) and body."""
+    context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+    context.check_hostname = False  # which certificate is served is what we look at
+    with socket.create_connection((address, port), timeout=PROBE_TIMEOUT_S) as raw, \
+            context.wrap_socket(raw, server_hostname=server_name) as tls:
+        subject = dict(item for rdn in tls.getpeercert()["subject"] for item in rdn)
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
+                    .encode())
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    assert " 200 " in status, status
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+    return subject["commonName"], headers, body
+
+
+def tcp_line(address: str, port: int) -> dict:
+    """The one JSON line a member's TCP service sends, through a TCP listener."""
+    with socket.create_connection((address, port), timeout=PROBE_TIMEOUT_S) as connection, \
+            connection.makefile("rb") as stream:
+        return json.loads(stream.readline())
+
+
+def save_timeline(directory: Path, name: str, timeline: Timeline, title: str) -> None:
+    timeline.write_json(directory / f"{name}.json")
+    plot_timeline(timeline, directory / f"{name}.png", title)
+
+
+def wait_for_answers(recorder: TimelineRecorder, amphora: Amphora, since: float,
+                     timeout: float, count: int = STEADY_ANSWERS) -> bool:
+    """Wait (bounded) until `count` requests sent after `since` were answered through amphora."""
+    return recorder.wait_until(
+        lambda t: t.answered_by(since=since).get(amphora.id, 0) >= count, timeout)
+
+
+def disruption(timeline: Timeline, since: float) -> dict[str, float]:
+    """What a fault at `since` cost clients: the outage (first failed request to the success
+    that ended the last failure run), the longest time without any answer, failed requests."""
+    outage = timeline.outage_since(since)
+    return {"outage_s": round(outage.duration if outage else 0.0, 3),
+            "silence_s": round(timeline.longest_silence(since), 3),
+            "failed_requests": outage.failed if outage else 0}
