@@ -169,11 +169,13 @@ def _workdir_prefix(lab_id: str) -> str:
 def collect_leftovers(provider: Provider, *, include_kept: bool = True,
                       everything: bool = False) -> list[str]:
     """Remove labs whose owner process is gone (see Provider.gc) and their work directories
-    (PKI); returns the lab ids removed."""
+    (PKI), and the fault tables of labs that are gone; returns the lab ids removed."""
     removed = provider.gc(include_kept=include_kept, everything=everything)
     for lab_id in removed:
         for workdir in Path(tempfile.gettempdir()).glob(f"{_workdir_prefix(lab_id)}*"):
             shutil.rmtree(workdir, ignore_errors=True)
+    # Link faults (host nft tables) of every lab that no longer exists.
+    remove_lab_tables(keep=frozenset(lab.lab_id for lab in provider.labs()))
     return removed
 
 
