@@ -1,0 +1,135 @@
+"""Counts across a failover: an active/standby pair reports one listener from both amphorae;
+after the master dies the new master's heartbeats go on counting, and the sum over both
+amphorae equals what was sent.
+
+Traffic stops while the VIP moves: a connection cut off inside the dying master was counted by
+nobody who lives to tell, which says nothing about the counters. Whether the VIP has moved is
+read from the host's neighbour table (keepalived's gratuitous ARP), not from traffic, which would
+itself be counted."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from harness import model
+from harness.controller import LoadBalancerController, VipPort
+from harness.faults import FaultInjector
+from harness.health import HeartbeatReceiver
+from harness.lab import DATA_PLANE_MTU, Amphora, Lab, Member
+from harness.pytest_plugin import LabShape
+from harness.stats import http_exchange, http_request
+
+INTERVAL_S = 0.5
+LISTENER_PORT = 80
+BEFORE, AFTER = 12, 8
+VIP_MOVE_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def lab_shape(heartbeats: HeartbeatReceiver) -> LabShape:
+    return LabShape(amphorae=2, members=2, agent_settings={
+        **heartbeats.agent_settings(INTERVAL_S), "topology": "ACTIVE_STANDBY"})
+
+
+@pytest.fixture(scope="module")
+def controller(lab: Lab, amphorae: list[Amphora], members: list[Member]
+               ) -> Iterator[LoadBalancerController]:
+    """The create flow of an ACTIVE_STANDBY load balancer: the first amphora is the MASTER."""
+    vip = lab.allocate_vip()
+    plan = lab.plan("vip")
+    subnet = model.VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway))
+    vip_ports = []
+    for amphora in amphorae:
+        lab.plug_member_network(amphora)
+        port = lab.provider.attach_port(amphora.node, lab.networks["vip"])
+        amphora.ports.append(port)
+        vip_ports.append(VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
+                                 subnet=subnet, mtu=DATA_PLANE_MTU))
+    pool = model.Pool(members=[model.Member(address=str(m.address), port=m.port("http"))
+                               for m in members])
+    lb = model.LoadBalancer(vip_address=str(vip), topology=model.Topology.ACTIVE_STANDBY,
+                            listeners=[model.Listener(protocol=model.Protocol.HTTP,
+                                                      port=LISTENER_PORT, pools=[pool],
+                                                      default_pool_id=pool.id)])
+    lb_controller = LoadBalancerController(lb, [a.client for a in amphorae])
+    lb_controller.create(vip_ports)
+    yield lb_controller
+    lb_controller.delete()
+
+
+def vip_mac(vip: str) -> str | None:
+    """The MAC this host's neighbour table has for the VIP."""
+    words = subprocess.run(["ip", "neigh", "show", "to", vip], capture_output=True, text=True,
+                           check=False).stdout.split()
+    return words[words.index("lladdr") + 1] if "lladdr" in words else None
+
+
+def vip_port_mac(amphora: Amphora) -> str:
+    return next(p.mac_address for p in amphora.ports if p.network.spec.role == "vip")
+
+
+def wait_for_vip_at(amphora: Amphora, vip: str) -> None:
+    deadline = time.monotonic() + VIP_MOVE_TIMEOUT_S
+    while vip_mac(vip) != vip_port_mac(amphora):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the VIP did not move to {amphora.name} within "
+                               f"{VIP_MOVE_TIMEOUT_S}s (neighbour: {vip_mac(vip)})")
+        time.sleep(0.2)
+
+
+def send(vip: str, count: int) -> list[str]:
+    """count requests through the VIP; the amphora that answered each."""
+    answered = []
+    for n in range(count):
+        exchange = http_exchange(vip, LISTENER_PORT, http_request(f"/{n}", vip))
+        assert exchange.status == 200
+        head = exchange.response.partition(b"\r\n\r\n")[0].decode().lower()
+        answered.append(head.split("x-amphora-id: ", 1)[1].split("\r\n", 1)[0])
+    return answered
+
+
+def first_answer(vip: str) -> str:
+    """Until haproxy and keepalived have settled, a connection may fail; the first one that
+    is answered says who holds the VIP. Failed attempts reached no haproxy and count nowhere."""
+    deadline = time.monotonic() + VIP_MOVE_TIMEOUT_S
+    while True:
+        try:
+            return send(vip, 1)[0]
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_counts_continue_on_the_new_master(
+    lab: Lab, amphorae: list[Amphora], heartbeats: HeartbeatReceiver,
+    controller: LoadBalancerController,
+) -> None:
+    master, backup = amphorae
+    vip = controller.lb.vip_address
+    listener_id = controller.lb.listeners[0].id
+    both = [master.id, backup.id]
+
+    assert first_answer(vip) == master.id
+    assert send(vip, BEFORE) == [master.id] * BEFORE
+    sent = 1 + BEFORE
+    assert heartbeats.settled_totals(listener_id, both, sent)["totconns"] == sent
+    # The standby carried nothing and says so.
+    assert heartbeats.history(backup.id).summed(listener_id, "totconns") == 0
+
+    injector = FaultInjector(lab)
+    injector.kill(master)
+    try:
+        wait_for_vip_at(backup, vip)
+        assert send(vip, AFTER) == [backup.id] * AFTER
+        # The dead master sends nothing more: the new master's heartbeats carry the rest.
+        on_new_master = heartbeats.settled_totals(listener_id, [backup.id], AFTER)
+        over_both = heartbeats.totals(listener_id, both)
+    finally:
+        injector.heal_all()
+    assert on_new_master["totconns"] == AFTER
+    assert over_both["totconns"] == sent + AFTER
