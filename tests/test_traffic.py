@@ -87,3 +87,32 @@ def test_outage_arithmetic():
     assert [(o.start, o.end, o.failed) for o in timeline.outages()] == [(1, 3, 2), (4, 5, 1)]
     assert timeline.longest_outage() == 2
     assert Timeline([s(0, True)]).outages() == []
+
+
+def test_outage_since_merges_what_follows_a_fault():
+    def s(t: float, ok: bool, latency_ms: float = 1.0) -> Sample:
+        return Sample(sent_at=t, ok=ok, latency_ms=latency_ms)
+
+    timeline = Timeline(
+        [s(0, False), s(1, True), s(2, False), s(3, False), s(4, True), s(5, False), s(6, True),
+         s(7, True)], interval=1.0,
+    )
+    outage = timeline.outage_since(1.5)
+    # From the first failure after the fault to the end of the last one; the early one is not
+    # the fault's.
+    assert (outage.start, outage.end, outage.failed) == (2, 6, 3)
+    assert timeline.outage_since(6.5) is None
+
+
+def test_silence_counts_held_requests_as_well_as_failed_ones():
+    def s(t: float, ok: bool, latency_ms: float) -> Sample:
+        return Sample(sent_at=t, ok=ok, latency_ms=latency_ms)
+
+    # Nothing failed, but the requests sent at 1.0 and 1.5 were held until 2.5.
+    held = Timeline([s(0.0, True, 10), s(1.0, True, 1500), s(1.5, True, 1000), s(3.0, True, 10)],
+                    interval=0.5)
+    assert held.outages() == []
+    assert held.longest_silence(1.0) == pytest.approx(1.5)
+    # No answer at all after `since`: silent to the end of the recording.
+    assert Timeline([s(0.0, True, 10), s(1.0, False, 800)], interval=0.5) \
+        .longest_silence(0.5) == pytest.approx(1.0)

@@ -61,8 +61,7 @@ def pair_under_test(lab: Lab, amphorae: list[Amphora], members: list[Member],
     vip_ports = []
     for amphora in amphorae:
         lab.plug_member_network(amphora)
-        port = lab.provider.attach_port(amphora.node, lab.networks["vip"])
-        amphora.ports.append(port)
+        port = lab.attach_port(amphora, "vip")
         vip_ports.append(VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
                                  subnet=subnet, mtu=DATA_PLANE_MTU))
     controller = LoadBalancerController(lb, [a.client for a in amphorae], vrrp_group=VRRP)

@@ -146,8 +146,7 @@ class Pair:
             self.lab.provider.kill(lost.node)
         new = self.lab.add_amphora(topology=TOPOLOGY)
         self.lab.plug_member_network(new)
-        port = self.lab.provider.attach_port(new.node, self.lab.networks["vip"])
-        new.ports.append(port)
+        port = self.lab.attach_port(new, "vip")
         plan = self.lab.plan("vip")
         vip_port = VipPort(
             mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
