@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from amphora_agent import netns
 from amphora_agent.config import AgentConfig
 from amphora_agent.fsutil import atomic_write
 from amphora_agent.haproxy_config import HaproxyConfig, parse_haproxy_config
+from amphora_agent.processes import POLL_S, is_alive, run_command, terminate_tree, wait_for
 from amphora_agent.validation import is_uuid
 
 LOG = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 RELOAD_TIMEOUT_S = 15.0
 SOCKET_TIMEOUT_S = 5.0
-_POLL_S = 0.02
 _EXEC_WINDOW_POLLS = 20
 
 # Listener / load-balancer states as the Amphora API reports them.
@@ -143,7 +142,7 @@ class HaproxySupervisor:
             ours = str(self.config_path(lb_id)) in _command_line(process)
         except (OSError, ValueError, IndexError, psutil.Error):
             return None
-        return process if ours and _is_alive(process) else None
+        return process if ours and is_alive(process) else None
 
     def master_pid(self, lb_id: str) -> int | None:
         master = self.master_process(lb_id)
@@ -158,7 +157,7 @@ class HaproxySupervisor:
             children = master.children()
         except psutil.Error:
             return []
-        return sorted(child.pid for child in children if _is_alive(child))
+        return sorted(child.pid for child in children if is_alive(child))
 
     def is_running(self, lb_id: str) -> bool:
         return self.master_process(lb_id) is not None
@@ -174,7 +173,7 @@ class HaproxySupervisor:
     def check(self, config_file: Path) -> None:
         """Run haproxy's own config check, raising HaproxyError with its output."""
         argv = [self._config.haproxy_cmd, "-c", "-L", self._peer_name, "-f", str(config_file)]
-        result = _run(argv, CHECK_TIMEOUT_S)
+        result = run_command(argv, CHECK_TIMEOUT_S, HaproxyError, new_session=True)
         if result.returncode != 0:
             raise HaproxyError(result.stdout)
 
@@ -207,10 +206,10 @@ class HaproxySupervisor:
             [self._config.haproxy_cmd, "-W", "-D", "-p", str(pid_file), "-L", self._peer_name,
              "-f", str(config_file)],
         )
-        result = _run(argv, START_TIMEOUT_S)
+        result = run_command(argv, START_TIMEOUT_S, HaproxyError, new_session=True)
         if result.returncode != 0:
             raise HaproxyError(result.stdout)
-        if not _wait_for(lambda: self.is_running(lb_id), START_TIMEOUT_S):
+        if not wait_for(lambda: self.is_running(lb_id), START_TIMEOUT_S):
             raise HaproxyError(f"haproxy for {lb_id} did not come up\n{result.stdout}")
         LOG.info("haproxy for %s started, master pid %s", lb_id, self.master_pid(lb_id))
 
@@ -227,11 +226,11 @@ class HaproxySupervisor:
         master.send_signal(signal.SIGUSR2)
 
         def new_worker_up() -> bool:
-            if not _is_alive(master):
+            if not is_alive(master):
                 raise HaproxyError(f"haproxy master {master.pid} exited during the reload")
             return bool(set(self.worker_pids(lb_id)) - before)
 
-        if not _wait_for(new_worker_up, RELOAD_TIMEOUT_S):
+        if not wait_for(new_worker_up, RELOAD_TIMEOUT_S):
             raise HaproxyError(f"haproxy for {lb_id} started no new worker after a reload")
 
     def stop(self, lb_id: str) -> None:
@@ -239,18 +238,9 @@ class HaproxySupervisor:
         master = self.master_process(lb_id)
         if master is not None:
             self._run_hooks(lb_id)
-            try:
-                processes = [master, *master.children()]
-                master.terminate()
-            except psutil.NoSuchProcess:
-                processes = []
-            if not _wait_for(lambda: not _alive(processes), STOP_TIMEOUT_S):
-                for process in _alive(processes):
-                    with contextlib.suppress(psutil.Error):
-                        process.kill()
-                if not _wait_for(lambda: not _alive(processes), STOP_TIMEOUT_S):
-                    pids = [process.pid for process in _alive(processes)]
-                    raise HaproxyError(f"haproxy processes {pids} did not exit")
+            survivors = terminate_tree(master, STOP_TIMEOUT_S)
+            if survivors:
+                raise HaproxyError(f"haproxy processes {survivors} did not exit")
             _reap(master.pid)
             LOG.info("haproxy for %s stopped", lb_id)
         self.pid_path(lb_id).unlink(missing_ok=True)
@@ -298,13 +288,6 @@ class HaproxySupervisor:
             LOG.warning("could not save the server state of %s: %s", lb_id, exc)
 
 
-def _is_alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def _command_line(process: psutil.Process) -> list[str]:
     """The process's argv. While the master re-executes itself on a reload, /proc shows an
     empty command line for a moment; wait that out (bounded) rather than report it dead."""
@@ -312,14 +295,8 @@ def _command_line(process: psutil.Process) -> list[str]:
         cmdline = process.cmdline()
         if cmdline:
             return cmdline
-        time.sleep(_POLL_S / 4)
+        time.sleep(POLL_S / 4)
     return []
-
-
-def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    # psutil's wait_procs would wait out the timeout on a zombie nobody reaps (the master is
-    # not our child), so liveness is judged by status instead.
-    return [process for process in processes if _is_alive(process)]
 
 
 def _reap(pid: int) -> None:
@@ -327,24 +304,3 @@ def _reap(pid: int) -> None:
     init process); otherwise there is nothing to do."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace", timeout=timeout, start_new_session=True, check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise HaproxyError(f"{argv[0]} timed out after {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise HaproxyError(f"cannot run {argv[0]}: {exc.strerror}") from exc
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(_POLL_S)
-    return condition()

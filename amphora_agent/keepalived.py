@@ -21,8 +21,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -31,13 +29,13 @@ import amphora_agent
 from amphora_agent import iproute, netns
 from amphora_agent.config import AgentConfig
 from amphora_agent.fsutil import atomic_write
+from amphora_agent.processes import run_command, terminate_tree, wait_for
 
 LOG = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
-_POLL_S = 0.05
 LOG_TAIL_BYTES = 4000
 ACTIVE_STANDBY = "ACTIVE_STANDBY"
 # keepalived -t exits 6 when scripts would run as root without script_security, which is how
@@ -185,7 +183,7 @@ class KeepalivedSupervisor:
         argv = netns.in_namespace(self._config.network_namespace,
                                   [self._config.keepalived_cmd, "--vrrp", "-t",
                                    "-f", str(config_file)])
-        result = _run(argv, CHECK_TIMEOUT_S)
+        result = run_command(argv, CHECK_TIMEOUT_S, KeepalivedError)
         complaints = [line for line in result.stdout.splitlines()
                       if line.strip() and SCRIPT_SECURITY_NOTICE not in line]
         if result.returncode == 0 or (result.returncode == CONFIG_TEST_SECURITY_EXIT
@@ -233,7 +231,7 @@ class KeepalivedSupervisor:
                 raise KeepalivedError(f"keepalived exited at start\n{self._log_tail()}")
             return self.is_running() and self.vrrp_pid_path.is_file()
 
-        if not _wait_for(up, START_TIMEOUT_S):
+        if not wait_for(up, START_TIMEOUT_S):
             raise KeepalivedError(f"keepalived did not come up\n{self._log_tail()}")
         LOG.info("keepalived started, pid %s", self.main_process().pid)
         return "start"
@@ -253,18 +251,9 @@ class KeepalivedSupervisor:
         """Stop keepalived (it removes its VIPs, routes and rules as it goes)."""
         process = self.main_process()
         if process is not None:
-            try:
-                processes = [process, *process.children()]
-                process.terminate()
-            except psutil.NoSuchProcess:
-                processes = []
-            if not _wait_for(lambda: not _alive(processes), STOP_TIMEOUT_S):
-                for leftover in _alive(processes):
-                    with contextlib.suppress(psutil.Error):
-                        leftover.kill()
-                if not _wait_for(lambda: not _alive(processes), STOP_TIMEOUT_S):
-                    raise KeepalivedError(
-                        f"keepalived processes {[p.pid for p in _alive(processes)]} did not exit")
+            survivors = terminate_tree(process, STOP_TIMEOUT_S)
+            if survivors:
+                raise KeepalivedError(f"keepalived processes {survivors} did not exit")
             if self._child is not None:
                 self._child.poll()
                 self._child = None
@@ -290,32 +279,3 @@ class KeepalivedSupervisor:
                 return log.read().decode(errors="replace")
         except OSError:
             return ""
-
-
-def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            if process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-    return alive
-
-
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, errors="replace",
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise KeepalivedError(f"{argv[0]} timed out after {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise KeepalivedError(f"cannot run {argv[0]}: {exc.strerror}") from exc
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(_POLL_S)
-    return condition()
