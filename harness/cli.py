@@ -58,7 +58,7 @@ from harness.topology import (
 )
 from harness.traffic import TimelineRecorder
 
-CONSOLE = Console(stderr=True)
+CONSOLE = Console(stderr=True, log_path=False)
 OUT = Console()
 RESULTS_DIR = REPO_ROOT / "results"
 SCENARIOS_DIR = REPO_ROOT / "scenarios"
@@ -218,13 +218,14 @@ def _print_status(record: LabRecord, provider: Provider) -> None:
             table.add_column(column)
         for n, amphora in enumerate(lab.amphorae):
             running = provider.is_running(amphora.node)
-            table.add_row(str(n), amphora.name, amphora.id[:8], str(amphora.mgmt_address),
+            table.add_row(str(n), _short(amphora.name, record), amphora.id[:8],
+                          str(amphora.mgmt_address),
                           "running" if running else "[red]stopped[/]",
                           _agent_summary(amphora, running, amphora is answering,
                                          n < record.lb_amphorae))
         for n, member in enumerate(lab.members, start=1):
             running = provider.is_running(member.node)
-            table.add_row(f"m{n}", member.name, member.id[:8], str(member.address),
+            table.add_row(f"m{n}", _short(member.name, record), member.id[:8], str(member.address),
                           "running" if running else "[red]stopped[/]", "member")
         OUT.print(table)
         lb = record.load_balancer
@@ -236,6 +237,10 @@ def _print_status(record: LabRecord, provider: Provider) -> None:
         for fault in record.faults:
             OUT.print(f"[yellow]active fault[/]: {fault.kind} on "
                       f"{', '.join(t[:8] for t in fault.targets)} (`amphora-harness heal`)")
+
+
+def _short(node_name: str, record: LabRecord) -> str:
+    return node_name.removeprefix(f"amphora-harness-{record.lab_id}-")
 
 
 def _agent_summary(amphora, running: bool, answering: bool, carries_lb: bool) -> str:
@@ -325,7 +330,7 @@ def _recorded_traffic(url: str, args: argparse.Namespace, names: dict[str, str])
     for status_code, count in sorted(summary.statuses.items(), key=str):
         table.add_row(f"status {status_code}", str(count))
     for label, counter in (("member", summary.members), ("amphora", summary.amphorae)):
-        for key, count in sorted(counter.items(), key=lambda kv: str(kv[0])):
+        for key, count in sorted(counter.items(), key=lambda kv: names.get(kv[0], kv[0])):
             table.add_row(f"via {label} {names.get(key, key)}", str(count))
     for name, value in summary.latency_ms.items():
         table.add_row(f"latency {name}", f"{value:.1f} ms")
@@ -757,7 +762,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
-        known = type(exc).__module__.startswith("harness") or isinstance(exc, OSError)
+        known = isinstance(exc, CommandError | OSError) or \
+            type(exc).__module__.startswith(("harness", "amphora_agent"))
         prefix = "" if known else f"{type(exc).__name__}: "
         # markup=False: engine messages contain brackets that rich would read as markup.
         CONSOLE.print(f"amphora-harness: {prefix}{error_line(exc)}", style="red", markup=False,

@@ -132,11 +132,13 @@ def heal_faults(lab: StandingLab, on_step: Callable[[str], None] = lambda _: Non
 
 def restore_amphora(lab: StandingLab, amphora: Amphora) -> None:
     """An amphora started again has its agent back but no data plane (its namespace lived on a
-    tmpfs): wait for the agent, then create the load balancer on the pair again."""
+    tmpfs): wait for the agent, plug its member network again, then create the load balancer
+    on its amphorae again (the VIP is plugged by that)."""
     tenacity.Retrying(
         retry=tenacity.retry_if_exception_type((AmphoraAPIError, OSError)),
         stop=tenacity.stop_after_delay(AGENT_BACK_TIMEOUT_S),
         wait=tenacity.wait_fixed(1.0), reraise=True,
     )(amphora.client.get_info)
+    lab.replug_member_ports(amphora)
     if lab.record.load_balancer is not None:
         lab.push(Path(lab.record.load_balancer.source), create=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 import requests
 
+from harness.agent_config import AgentSettings
 from harness.client import AmphoraClient
 from harness.controller import LoadBalancerController, VipPort
 from harness.fixtures_loader import load_lb
@@ -77,6 +78,7 @@ class AmphoraRecord:
     id: str
     node: NodeRecord
     ready_s: float
+    agent_settings: dict[str, Any]
     ports: list[PortRecord] = field(default_factory=list)
 
 
@@ -177,7 +179,7 @@ class LabRecord:
                ("networks", "amphorae", "members", "load_balancer", "faults")},
             networks=[NetworkRecord(**n) for n in data["networks"]],
             amphorae=[AmphoraRecord(id=a["id"], node=NodeRecord(**a["node"]),
-                                    ready_s=a["ready_s"],
+                                    ready_s=a["ready_s"], agent_settings=a["agent_settings"],
                                     ports=[PortRecord(**p) for p in a["ports"]])
                       for a in data["amphorae"]],
             members=[MemberRecord(id=m["id"], node=NodeRecord(**m["node"]))
@@ -207,6 +209,7 @@ def record_lab(lab: Lab, *, provider_name: str, topology: str, lb_amphorae: int,
                                 dynamic_range=str(n.spec.dynamic_range))
                   for role, n in lab.networks.items()],
         amphorae=[AmphoraRecord(id=a.id, node=_node_record(a.node), ready_s=a.ready_s,
+                                agent_settings=asdict(a.agent_settings),
                                 ports=[PortRecord(p.network.spec.role, p.mac_address,
                                                   str(p.ip_address)) for p in a.ports])
                   for a in lab.amphorae],
@@ -312,6 +315,19 @@ class StandingLab:
                 for amphora in self.lb_amphorae for port in amphora.ports
                 if port.network.spec.role == "vip"]
 
+    def replug_member_ports(self, amphora: Amphora) -> None:
+        """POST plug/network again for the amphora's member-network ports (after a restart its
+        interfaces are back in the default namespace; the plug is idempotent otherwise)."""
+        subnet = str(self.networks["member"].spec.subnet)
+        for port in amphora.ports:
+            if port.network.spec.role == "member":
+                amphora.client.plug_network({
+                    "mac_address": port.mac_address,
+                    "fixed_ips": [{"ip_address": str(port.ip_address), "subnet_cidr": subnet,
+                                   "host_routes": []}],
+                    "mtu": DATA_PLANE_MTU,
+                })
+
     def push(self, source: Path, *, create: bool = False) -> LoadBalancer:
         """Push a load-balancer file as a controller does. The first push creates the load
         balancer (VIP plugged, config, start; VRRP for a pair); later ones update the same one
@@ -368,6 +384,7 @@ class StandingLab:
         ports = [Port(self.networks[p.network_role], p.mac_address, IPv4Address(p.ip_address))
                  for p in record.ports]
         return Amphora(id=record.id, node=node, mgmt_address=node.spec.address, client=client,
+                       agent_settings=AgentSettings(**record.agent_settings),
                        ready_s=record.ready_s, ports=ports)
 
 
