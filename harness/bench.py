@@ -20,6 +20,7 @@ One run, in order (each step repeated; counts from BenchSettings):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -522,9 +523,14 @@ class Bench:
 
 
 def downtime_after(timeline: Timeline, fault_at: float) -> float:
-    """How long new connections failed after the fault: the outages that end after it (one
-    that began just before counts from the fault)."""
-    return sum(o.end - max(o.start, fault_at) for o in timeline.outages() if o.end > fault_at)
+    """The longest stretch after the fault in which no request through the VIP got an answer:
+    gaps between consecutive successful answers (by when they arrived), counted from the fault.
+    A request that hangs until the BACKUP answers counts as down time, not only failures;
+    with nothing wrong the gap is about the recorder's interval."""
+    arrivals = sorted(s.sent_at + s.latency_ms / 1000 for s in timeline.samples if s.ok)
+    gaps = [later - max(earlier, fault_at)
+            for earlier, later in itertools.pairwise(arrivals) if later > fault_at]
+    return max(gaps, default=0.0)
 
 
 def _timed_ms(call: Callable[[], Any]) -> float:

@@ -53,11 +53,11 @@ METRICS: dict[str, MetricSpec] = {
         "errors", "lower", 1.0, "failed requests (socket errors, non-2xx/3xx) of one load run "
         "through the VIP during which the load balancer is reloaded repeatedly"),
     "failover_downtime_s[hard_kill]": MetricSpec(
-        "s", "lower", 0.1, "active/standby: SIGKILL the MASTER; time new connections through "
-        "the VIP fail"),
+        "s", "lower", 0.1, "active/standby: SIGKILL the MASTER; the longest time after it in "
+        "which no new connection through the VIP (one every 20 ms) got an answer"),
     "failover_downtime_s[graceful_stop]": MetricSpec(
         "s", "lower", 0.1, "active/standby: graceful stop of the MASTER (keepalived says "
-        "goodbye); time new connections through the VIP fail"),
+        "goodbye); the longest time after it in which no new connection got an answer"),
     "direct_rps": MetricSpec(
         "req/s", "higher", 1.0, "the load tool straight at one member (keep-alive)", gated=False),
     "data_plane_rps": MetricSpec(

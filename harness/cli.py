@@ -569,8 +569,9 @@ def metrics_table(results: dict, comparisons: list) -> Table:
     by_key = {c.key: c for c in comparisons}
     table = Table(title=f"bench {results['mode']} ({results['duration_s']:.0f}s, "
                         f"load average {results['host']['load_average_before'][0]:.1f})")
-    for column in ("metric", "median", "spread (min..max)", "n", "same-run ratio", "baseline"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
+    table.add_column("metric", no_wrap=True)
+    for column in ("median", "min..max", "n", "same-run ratio", "baseline"):
+        table.add_column(column, justify="right")
     for key, entry in results["metrics"].items():
         ratio = entry.get("ratio")
         comparison = by_key.get(key)
@@ -579,10 +580,14 @@ def metrics_table(results: dict, comparisons: list) -> Table:
             colour = "red" if comparison.regressed and comparison.gated else "green"
             verdict = f"[{colour}]x{comparison.change:.2f} {comparison.verdict}[/]"
         table.add_row(
-            key, f"{entry['median']:.4g} {entry['unit']}",
-            f"{entry['min']:.4g}..{entry['max']:.4g}", str(entry["n"]),
-            f"{ratio['median']:.3f} of {entry['reference']}" if ratio else "", verdict)
+            key, f"{_number(entry['median'])} {entry['unit']}",
+            f"{_number(entry['min'])}..{_number(entry['max'])}", str(entry["n"]),
+            f"{ratio['median']:.2f}" if ratio else "", verdict)
     return table
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 # --- the parser ---------------------------------------------------------------------------------
