@@ -414,13 +414,13 @@ def heal(args: argparse.Namespace) -> None:
 
 
 def down(args: argparse.Namespace) -> None:
-    provider = _provider(args)
     if args.all:
         lab_ids = recorded_lab_ids()
     elif args.lab:
         lab_ids = [args.lab]  # also a lab `up` did not record (pytest --keep-lab)
     else:
         lab_ids = [choose_lab(None).lab_id]
+    provider = _provider(args)
     existing = {lab.lab_id for lab in provider.labs()} | set(recorded_lab_ids())
     for lab_id in lab_ids:
         if lab_id not in existing:
