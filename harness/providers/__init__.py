@@ -13,4 +13,8 @@ def make_provider(name: str) -> Provider:
         from harness.providers.docker import DockerProvider
 
         return DockerProvider()
+    if name == "netns":
+        from harness.providers.netns import NetnsProvider
+
+        return NetnsProvider()
     raise ProviderError(f"the {name} provider is not implemented yet")
