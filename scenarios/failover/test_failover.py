@@ -306,6 +306,68 @@ def test_delay_on_the_master_interface_does_not_flap(pair: Pair, faults: FaultIn
     pair.assert_full_config_served(master)
 
 
+def test_keepalived_killed_in_the_master(pair: Pair, faults: FaultInjector, record,
+                                         measured_outages: dict[str, dict]) -> None:
+    """No priority-0 goodbye: the backup takes over on the timers, like after a hard kill."""
+    master = pair.wait_settled()
+    backup = pair.other(master)
+    recorder = record()
+    assert wait_for_answers(recorder, master, since=0, timeout=10)
+    recorder.mark("kill keepalived")
+    killed_at = recorder.now()
+    fault = faults.kill_keepalived(master)
+    assert wait_for_answers(recorder, backup, since=killed_at, timeout=TAKEOVER_TIMEOUT_S)
+    details = master.client.get_details()
+    assert (details["topology_status"], details["active"]) == ("ERROR", False)
+    measured_outages["keepalived_kill"] = disruption(recorder.snapshot(), killed_at)
+
+    recorder.mark("vrrp start")
+    faults.heal(fault)
+    survivor = pair.wait_settled()
+    assert survivor is backup and pair.masters() == [backup]
+    pair.assert_full_config_served(backup)
+
+
+def test_agent_killed_in_the_master_costs_nothing(pair: Pair, faults: FaultInjector,
+                                                  record) -> None:
+    """The data plane does not depend on the agent: haproxy and keepalived go on, the
+    amphora's init restarts the agent."""
+    master = pair.wait_settled()
+    recorder = record()
+    assert wait_for_answers(recorder, master, since=0, timeout=10)
+    recorder.mark("kill agent")
+    faults.heal(faults.kill_agent(master))  # the heal waits until the agent answers again
+    recorder.mark("agent back")
+    assert wait_for_answers(recorder, master, since=recorder.now(), timeout=10)
+    timeline = recorder.snapshot()
+    assert timeline.failures() == [], timeline.outages()
+    assert_only(timeline, master, since=0)
+    assert pair.wait_settled() is master
+    pair.assert_full_config_served(master)
+
+
+def test_vip_link_cut_on_the_master(pair: Pair, faults: FaultInjector, record,
+                                    measured_outages: dict[str, dict]) -> None:
+    master = pair.wait_settled()
+    backup = pair.other(master)
+    recorder = record()
+    assert wait_for_answers(recorder, master, since=0, timeout=10)
+    recorder.mark("cut")
+    cut_at = recorder.now()
+    cut = faults.cut_vip_link(master)
+    assert wait_for_answers(recorder, backup, since=cut_at, timeout=TAKEOVER_TIMEOUT_S)
+    assert not pair.active(master)
+    measured_outages["vip_link_cut"] = disruption(recorder.snapshot(), cut_at)
+
+    recorder.mark("reconnect")
+    reconnected_at = recorder.now()
+    faults.heal(cut)
+    survivor = pair.wait_settled()
+    assert pair.masters() == [survivor]
+    measured_outages["vip_link_reconnect"] = disruption(recorder.snapshot(), reconnected_at)
+    pair.assert_full_config_served(survivor)
+
+
 # --- replacing a lost amphora ------------------------------------------------------------------
 
 
