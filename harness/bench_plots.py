@@ -81,13 +81,19 @@ def plot_against_baseline(comparisons: Sequence[Comparison], threshold: float,
     limit = math.log(1 + threshold)
     ax.axvline(limit, color="red", linestyle="--", linewidth=1)
     ax.axvline(0, color="black", linewidth=0.8)
-    span = max([abs(math.log(w)) for w in worse_by] + [limit]) * 1.2
-    ax.set_xlim(-span, span)
-    ticks = [t for t in (0.5, 0.75, 1, 1 + threshold, 1.5, 2, 3) if abs(math.log(t)) <= span]
-    ax.set_xticks([math.log(t) for t in ticks], [f"x{t:g}" for t in ticks])
+    logs = [math.log(w) for w in worse_by]
+    left = min([*logs, -math.log(1.5)]) * 1.2
+    right = max([*logs, limit]) * 1.2
+    ax.set_xlim(left, right)
+    # Powers of two (at most about eight), or finer steps when every change is small.
+    powers = [k for k in range(-10, 11) if left <= k * math.log(2) <= right]
+    ticks = [2.0 ** k for k in powers[:: max(1, len(powers) // 8)]]
+    if len(ticks) < 3:
+        ticks = [t for t in (0.67, 0.8, 1, 1.25, 1.5) if left <= math.log(t) <= right]
+    ax.set_xticks([math.log(t) for t in ticks], [f"x{t:.3g}" for t in ticks])
     ax.invert_yaxis()
     ax.set_xlabel("worse by (current against baseline; right = worse)")
-    ax.set_title(f"against the baseline (threshold {threshold:.0%})")
+    ax.set_title(f"against the baseline (dashed: the threshold, {threshold:.0%} worse)")
     fig.tight_layout()
     return _save(fig, path)
 

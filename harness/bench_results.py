@@ -64,7 +64,8 @@ METRICS: dict[str, MetricSpec] = {
         "req/s", "higher", 1.0, "the load tool through the VIP to that same member alone",
         reference="direct_rps"),
     "agent_api_latency_ms[info]": MetricSpec(
-        "ms", "lower", 0.5, "GET /1.0/info on a kept-alive mutual-TLS connection"),
+        "ms", "lower", 0.5, "GET /1.0/info through the driver client (mutual TLS; the "
+        "connection is reused when the agent keeps it alive)"),
     "agent_api_latency_ms[upload]": MetricSpec(
         "ms", "lower", 1.0, "PUT a haproxy.cfg (the agent checks it with haproxy -c)"),
 }

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.faults import DATA_PLANE_NAMESPACE, remove_lab_tables
@@ -580,7 +581,7 @@ def metrics_table(results: dict, comparisons: list) -> Table:
             colour = "red" if comparison.regressed and comparison.gated else "green"
             verdict = f"[{colour}]x{comparison.change:.2f} {comparison.verdict}[/]"
         table.add_row(
-            key, f"{_number(entry['median'])} {entry['unit']}",
+            escape(key), f"{_number(entry['median'])} {entry['unit']}",
             f"{_number(entry['min'])}..{_number(entry['max'])}", str(entry["n"]),
             f"{ratio['median']:.2f}" if ratio else "", verdict)
     return table
