@@ -18,6 +18,7 @@ from amphora_agent.fsutil import remove_stale_temp_files
 from amphora_agent.haproxy import HaproxySupervisor
 from amphora_agent.heartbeat import start_heartbeat
 from amphora_agent.keepalived import KeepalivedSupervisor
+from amphora_agent.ping_wrapper import install_ping_wrapper
 from amphora_agent.server import AgentServer, make_tls_context
 
 LOG = logging.getLogger("amphora_agent")
@@ -33,11 +34,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def prepare_host(config: AgentConfig) -> None:
-    """What must be in place before the first request: the data-plane namespace, and no temp
-    files a crash may have left half written."""
+    """What must be in place before the first request: the data-plane namespace, the PING
+    monitors' check script, and no temp files a crash may have left half written."""
     netns.ensure_namespace(config.network_namespace)
     for directory in (config.base_path, config.base_cert_dir):
         remove_stale_temp_files(directory)
+    install_ping_wrapper(config.base_path)
 
 
 def adopt_haproxy(config: AgentConfig) -> HaproxySupervisor:

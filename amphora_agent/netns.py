@@ -21,7 +21,13 @@ def namespace_exists(namespace: str) -> bool:
 
 # haproxy binds listeners to the VIP before keepalived holds it (the backup of an active/standby
 # pair never holds it until failover), so the namespace must allow binding absent addresses.
-NAMESPACE_SYSCTLS = ("net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1")
+# PING health monitors run ping from haproxy's workers, which haproxy starts with no_new_privs:
+# ping's file capability does not apply there, so it needs unprivileged ICMP sockets.
+NAMESPACE_SYSCTLS = (
+    "net.ipv4.ip_nonlocal_bind=1",
+    "net.ipv6.ip_nonlocal_bind=1",
+    "net.ipv4.ping_group_range=0 2147483647",
+)
 
 
 def ensure_namespace(namespace: str) -> None:

@@ -197,6 +197,8 @@ def agent_factory(pki: LabPKI) -> Iterator[Callable[..., RunningAgent]]:
         amphora_id = amphora_id or str(uuid.uuid4())
         # Short paths: haproxy stats sockets live here and UNIX socket paths are limited.
         directory = Path(tempfile.mkdtemp(prefix="ah-agent-"))
+        # haproxy's workers (user nobody) run scripts under base_path, as on an amphora.
+        directory.chmod(0o755)
         credentials = pki.amphora(amphora_id)
         if server_pem is not None:
             credentials = AmphoraCredentials(ca=credentials.ca, server_pem=server_pem)
