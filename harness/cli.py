@@ -501,6 +501,8 @@ def run(args: argparse.Namespace) -> None:
         exit_code = subprocess.run(argv, cwd=REPO_ROOT).returncode
         results.append(parse_junit(junit, suite, exit_code, time.monotonic() - started))
     OUT.print(suites_table(results))
+    for line in failure_lines(results):
+        OUT.print(line, style="red", markup=False, highlight=False)
     OUT.print(f"JUnit reports in {out_dir}")
     failed = [r.suite for r in results if not r.ok]
     if failed:
@@ -516,10 +518,12 @@ def suites_table(results: list[SuiteResult]) -> Table:
         table.add_row(r.suite, str(r.tests), f"[green]{r.passed}[/]",
                       f"[red]{r.failed}[/]" if r.failed else "0", str(r.skipped),
                       f"{r.duration_s:.0f}s")
-    for r in results:
-        for name in r.failures:
-            table.add_row(f"[red]✗[/] {r.suite}", name, "", "", "", "")
     return table
+
+
+def failure_lines(results: list[SuiteResult]) -> list[str]:
+    """One line per failing test (the table has no room for their names)."""
+    return [f"failed in {r.suite}: {name}" for r in results for name in r.failures]
 
 
 # --- bench ------------------------------------------------------------------------------------

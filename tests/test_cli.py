@@ -9,7 +9,15 @@ import pytest
 from rich.console import Console
 
 from harness import cli
-from harness.cli import error_line, main, parse_args, parse_junit, suites_table, summarize_timeline
+from harness.cli import (
+    error_line,
+    failure_lines,
+    main,
+    parse_args,
+    parse_junit,
+    suites_table,
+    summarize_timeline,
+)
 from harness.standing_lab import STATE_DIR_ENV
 from harness.traffic import Sample
 
@@ -122,7 +130,7 @@ def test_a_suite_that_collects_nothing_is_not_a_failure(tmp_path: Path) -> None:
     assert parse_junit(report, "stats", exit_code=5, duration_s=0.5).ok
 
 
-def test_the_suites_table_lists_every_suite_and_failure(tmp_path: Path) -> None:
+def test_the_suites_table_lists_every_suite_and_the_failures_follow(tmp_path: Path) -> None:
     report = tmp_path / "smoke.xml"
     report.write_text(JUNIT)
     results = [parse_junit(report, "smoke", 1, 12.0),
@@ -130,8 +138,10 @@ def test_the_suites_table_lists_every_suite_and_failure(tmp_path: Path) -> None:
     console = Console(record=True, width=160)
     console.print(suites_table(results))
     text = console.export_text()
-    assert "smoke" in text and "failover" in text
-    assert "test_broken" in text and "12s" in text
+    assert "smoke" in text and "failover" in text and "12s" in text
+    assert failure_lines(results)[0] == \
+        "failed in smoke: scenarios.smoke.test_smoke::test_broken"
+    assert len(failure_lines(results)) == 4
 
 
 def test_traffic_summary_counts_outcomes_members_and_latency() -> None:
