@@ -82,6 +82,15 @@ class _AmphoraAdapter(HTTPAdapter):
         self._tls = tls
         super().__init__(max_retries=0)  # retries are ours (tenacity), not urllib3's
 
+    def cert_verify(self, conn, url, verify, cert) -> None:
+        # Trust is our context's alone (the lab CA, loaded once). requests would hand urllib3 a
+        # CA file here, which it loads into that shared context on every new connection: slow
+        # (a TLS handshake per API call, since the agent closes each connection) and, with
+        # verify=True, it would add the public CA bundle to what we trust.
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = None
+        conn.ca_cert_dir = None
+
     def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs) -> None:
         # assert_hostname=False: urllib3 must not match the address against the certificate;
         # the amphora id check replaces it.
@@ -158,7 +167,9 @@ class AmphoraClient:
         self.base_url = f"https://{host}:{port}"
         self._timeout = (connect_timeout, read_timeout)
         self._session = requests.Session()
-        self._session.verify = str(credentials.ca)  # never the system CAs
+        # No proxies, CA bundles or netrc from the environment: the lab is reached directly and
+        # trusted through its own CA only (see _AmphoraAdapter.cert_verify).
+        self._session.trust_env = False
         self._session.headers["User-Agent"] = USER_AGENT
         self._session.mount("https://", _AmphoraAdapter(amphora_id, _client_tls_context(
             credentials)))

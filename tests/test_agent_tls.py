@@ -173,3 +173,17 @@ def test_a_body_cut_short_stores_nothing(agent_factory, lb_config, http_backend,
     assert agent.client.version() == {"api_version": "1.0"}
     assert not (agent.base_path / lb.lb_id / "haproxy.cfg").exists()
     assert not list(agent.directory.rglob("*.tmp"))
+
+
+def test_client_trusts_the_lab_ca_alone_however_many_connections(agent_factory, pki,
+                                                                  monkeypatch, tmp_path):
+    # An environment bundle must not widen trust either.
+    foreign = LabPKI(tmp_path / "foreign")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(foreign.ca_path))
+    agent = agent_factory()
+    for _ in range(3):  # the agent closes every connection: three handshakes
+        agent.client.get_info()
+    context = agent.client._session.get_adapter(agent.client.base_url)._tls
+    assert [ca["subject"] for ca in context.get_ca_certs()] == [
+        ((("organizationName", "amphora-harness"),), (("commonName", "amphora-harness lab CA"),))
+    ]
