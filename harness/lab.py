@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import uuid
@@ -101,6 +103,31 @@ def subnet_plan(lab_index: int, role: str) -> SubnetPlan:
     base = LAB_ADDRESS_SPACE.network_address + block * 256
     return SubnetPlan(IPv4Network(f"{base}/24"))
 
+
+
+def lab_index_of(address: IPv4Address) -> int | None:
+    """The lab index whose address block holds address, or None outside the lab space."""
+    if address not in LAB_ADDRESS_SPACE:
+        return None
+    block = (int(address) - int(LAB_ADDRESS_SPACE.network_address)) // 256
+    return block // len(NETWORK_ROLES)
+
+
+def lab_indexes_on_host() -> set[int]:
+    """Lab indexes whose blocks hold an address of the host (a bridge gateway of some lab)."""
+    shown = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True,
+                           check=False)
+    try:
+        interfaces = json.loads(shown.stdout or "[]")
+    except ValueError:
+        return set()
+    indexes = set()
+    for interface in interfaces:
+        for info in interface.get("addr_info", []):
+            index = lab_index_of(IPv4Address(info["local"]))
+            if index is not None:
+                indexes.add(index)
+    return indexes
 
 @dataclass
 class Amphora:
@@ -247,7 +274,9 @@ class Lab:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _create_networks(self) -> None:
-        used = self.provider.used_lab_indexes()
+        # Another provider's labs (docker and netns share the host's routing) hold address
+        # blocks this provider does not know about: the host's own addresses show them.
+        used = self.provider.used_lab_indexes() | lab_indexes_on_host()
         for index in (i for i in range(MAX_LABS) if i not in used):
             try:
                 for role in NETWORK_ROLES:

@@ -3,11 +3,21 @@ No container engine needed."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
+import subprocess
+import sys
+import uuid
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from harness.lab import LAB_ADDRESS_SPACE, MAX_LABS, NETWORK_ROLES, LabError, subnet_plan
+from harness.lab import (
+    LAB_ADDRESS_SPACE,
+    MAX_LABS,
+    NETWORK_ROLES,
+    LabError,
+    lab_index_of,
+    subnet_plan,
+)
 
 
 def all_subnets() -> list[IPv4Network]:
@@ -53,3 +63,30 @@ def test_address_pools_have_bounds() -> None:
         plan.vip_address(28)
     with pytest.raises(LabError, match="node addresses"):
         plan.node_address(98)
+
+
+def test_every_lab_address_maps_back_to_its_lab_index():
+    for index in (0, 1, 57, MAX_LABS - 1):
+        for role in NETWORK_ROLES:
+            plan = subnet_plan(index, role)
+            assert {lab_index_of(plan.gateway), lab_index_of(plan.subnet[-1])} == {index}
+    assert lab_index_of(IPv4Address("10.0.0.1")) is None
+
+
+@pytest.mark.netns
+def test_blocks_held_by_host_addresses_count_as_used(tmp_path):
+    """Labs of another provider show as the host's bridge addresses; seen from a namespace
+    holding one such address (and one outside the lab space)."""
+    namespace = f"amphora-harness-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        for address in (f"{subnet_plan(5, 'vip').gateway}/24", "10.1.2.3/24"):
+            subprocess.run(["ip", "-n", namespace, "addr", "add", address, "dev", "lo"],
+                           check=True)
+        shown = subprocess.run(
+            ["ip", "netns", "exec", namespace, sys.executable, "-c",
+             "from harness.lab import lab_indexes_on_host; print(sorted(lab_indexes_on_host()))"],
+            capture_output=True, text=True, check=True)
+        assert shown.stdout.strip() == "[5]"
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], check=False)
