@@ -1,9 +1,9 @@
 """The amphora-harness pytest plugin: lab options and fixtures.
 
 Options: --provider (where labs run), --keep-lab (leave labs running for inspection; remove them
-later with `amphora-harness gc`), --agent-image (boot amphorae from this image instead of ours:
-scenarios talk to amphorae only through the Amphora API, traffic and testinfra, so they run
-against any agent that honours the contract).
+later with `amphora-harness down --lab ID` or `gc --all`), --agent-image (boot amphorae from
+this image instead of ours: scenarios talk to amphorae only through the Amphora API, traffic
+and testinfra, so they run against any agent that honours the contract).
 
 Fixtures (module-scoped unless noted; a module sizes its lab by overriding `lab_shape`):
 
@@ -123,7 +123,7 @@ def lab_factory(
         lab.down()
         if keep:
             _say(request.config, f"amphora-harness: kept lab {lab.id} (PKI in {lab.workdir}); "
-                 "remove it with `amphora-harness gc`")
+                 f"remove it with `amphora-harness down --lab {lab.id}`")
 
 
 @pytest.fixture(scope="module")
