@@ -176,7 +176,10 @@ class NetnsProvider(Provider):
                                           hostname=spec.hostname, argv=argv))
             port = _new_port(state, spec.name, spec.network.spec.role, spec.address, "eth0",
                              configured=True)
-        netns_node.prepare_node_dir(self.store.node_dir(spec.lab_id, spec.name), spec.files)
+        node_dir = self.store.node_dir(spec.lab_id, spec.name)
+        netns_node.prepare_node_dir(
+            node_dir, netns_node.identity_files(spec.hostname, str(spec.address)), mode=0o644)
+        netns_node.prepare_node_dir(node_dir, spec.files)
         _ip("netns", "add", spec.name)
         _ip("-n", spec.name, "link", "set", "lo", "up")
         self._make_port(self.store.get(spec.lab_id), port)

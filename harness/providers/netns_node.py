@@ -71,7 +71,16 @@ def node_environment() -> dict[str, str]:
     return {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8"}
 
 
-def prepare_node_dir(node_dir: Path, files: dict[str, bytes]) -> None:
+def identity_files(hostname: str, address: str) -> dict[str, bytes]:
+    """/etc/hostname and /etc/hosts naming the node, as an engine writes them: programs that
+    look up their own host name (keepalived does, at every config test) must not wait on a DNS
+    server that the node cannot reach."""
+    hosts = (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+             f"{address}\t{hostname}\n")
+    return {"/etc/hostname": f"{hostname}\n".encode(), "/etc/hosts": hosts.encode()}
+
+
+def prepare_node_dir(node_dir: Path, files: dict[str, bytes], mode: int = 0o600) -> None:
     """The node's upper dirs with files written in (paths under /etc or /var/lib)."""
     for upper in OVERLAID.values():
         (node_dir / upper).mkdir(parents=True, exist_ok=True)
@@ -85,7 +94,7 @@ def prepare_node_dir(node_dir: Path, files: dict[str, bytes]) -> None:
                                 f"{' or '.join(OVERLAID)} only, not {path}")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        target.chmod(0o600)
+        target.chmod(mode)
 
 
 def init_command(namespace_path: Path, node_dir: Path, hostname: str,
