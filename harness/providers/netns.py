@@ -138,7 +138,9 @@ class NetnsProvider(Provider):
                 dynamic_range=str(spec.dynamic_range))
             state.bridges.append(bridge)
             self.store.save(state)
-            _ip("link", "add", bridge.name, "type", "bridge")
+            # A bridge without a MAC of its own takes its ports' lowest, and a MAC change
+            # flushes the host's neighbour entries on it (a port leaving would lose the VIP's).
+            _ip("link", "add", bridge.name, "address", mac_for(spec.gateway), "type", "bridge")
             _ip("addr", "add", f"{spec.gateway}/{spec.subnet.prefixlen}", "dev", bridge.name)
             _ip("link", "set", bridge.name, "up")
             _firewall("-I", bridge.name, spec.lab_id)
