@@ -14,11 +14,14 @@ from amphora_agent import netns
 from amphora_agent.app import create_app
 from amphora_agent.config import AgentConfig, ConfigError, load_config
 from amphora_agent.context import AgentContext
+from amphora_agent.desired_state import DESIRED_STATE_FILE, DesiredState
 from amphora_agent.fsutil import remove_stale_temp_files
 from amphora_agent.haproxy import HaproxySupervisor
 from amphora_agent.heartbeat import start_heartbeat
 from amphora_agent.keepalived import KeepalivedSupervisor
 from amphora_agent.ping_wrapper import install_ping_wrapper
+from amphora_agent.plug import Plugger
+from amphora_agent.restore import restore_data_plane
 from amphora_agent.server import AgentServer, make_tls_context
 
 LOG = logging.getLogger("amphora_agent")
@@ -44,7 +47,7 @@ def prepare_host(config: AgentConfig) -> None:
 
 def adopt_haproxy(config: AgentConfig) -> HaproxySupervisor:
     """The haproxy supervisor. haproxy processes outlive the agent and are found again through
-    their pid files; nothing is started or restarted here."""
+    their pid files; what is not running is left to restore_data_plane."""
     supervisor = HaproxySupervisor(config)
     for lb_id, pid in supervisor.running_summary().items():
         if pid is None:
@@ -75,9 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"amphora-agent: cannot prepare the host: {exc}", file=sys.stderr)
         return 2
-    context.services["haproxy"] = adopt_haproxy(config)
+    haproxy = context.services["haproxy"] = adopt_haproxy(config)
     # keepalived, like haproxy, outlives the agent and is found again through its pid file.
-    context.services["keepalived"] = KeepalivedSupervisor(config)
+    keepalived = context.services["keepalived"] = KeepalivedSupervisor(config)
+    desired = context.services["desired_state"] = DesiredState(
+        config.base_path / DESIRED_STATE_FILE)
+    # After a reboot of the amphora nothing of the data plane is left: bring back what the
+    # controller last asked for (after an agent-only restart everything runs and this is a no-op).
+    restore_data_plane(Plugger.for_config(config), desired, haproxy, keepalived)
     start_heartbeat(context)
     app = create_app(context)
     server = AgentServer(

@@ -8,6 +8,11 @@ What the agent configured on each interface is remembered in plugged_interfaces.
 re-plug of the same port is idempotent: it applies the new plan and removes only what an earlier
 plug added and the new one no longer wants. Addresses and routes keepalived owns (the VIP of an
 active/standby pair, its table-1 routes and rules) are never in a plan, so never touched.
+
+The same record brings the ports back after the amphora rebooted: the data-plane namespace was
+gone and the cloud's ports re-appeared in the default namespace with their MACs (as on a VM,
+where Octavia's amphora re-creates them from its interface files). replug() plugs each one again
+under its old name with its old plan.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from amphora_agent import iproute
+from amphora_agent.config import AgentConfig
 from amphora_agent.fsutil import atomic_write
 from amphora_agent.netns import ensure_namespace, namespace_exists
 from amphora_agent.plug_request import NetworkPlug, SubnetAddress, VipPlug
 
 LOG = logging.getLogger(__name__)
 
+PLUG_STATE_FILE = "plugged_interfaces.json"
 VIP_INTERFACE = "eth1"
 FIRST_MEMBER_INTERFACE_INDEX = 2
 # Replies from a VIP are routed by this table (same number as Octavia's keepalived template).
@@ -141,6 +148,10 @@ class PlugState:
         return InterfacePlan(**entry["plan"]) if entry else InterfacePlan()
 
 
+def _macs(links: list[dict]) -> set[str]:
+    return {link.get("address", "").lower() for link in links}
+
+
 @contextlib.contextmanager
 def _reported_as_plug_error() -> Iterator[None]:
     try:
@@ -159,6 +170,10 @@ class Plugger:
         self.namespace = namespace
         self.state = PlugState(state_file)
 
+    @classmethod
+    def for_config(cls, config: AgentConfig) -> Plugger:
+        return cls(config.network_namespace, config.base_path / PLUG_STATE_FILE)
+
     def plug_vip(self, plug: VipPlug, topology: str) -> str:
         with _reported_as_plug_error():
             ifname, _ = self._attach(plug.mac, preferred=VIP_INTERFACE)
@@ -175,6 +190,31 @@ class Plugger:
                 plan = network_plan(plug, ifname)
             self._configure(plug.mac, ifname, plan)
         return ifname, existed
+
+    def ports_to_replug(self) -> list[str]:
+        """MACs of plugged ports that are back in the default namespace (the amphora rebooted),
+        in the order of their interface names (eth1, eth2, ..., eth10). Empty without a
+        data-plane namespace: ports never leave the default one then."""
+        if not self.namespace:
+            return []
+        here = _macs(iproute.links(""))
+        plugged = _macs(iproute.links(self.namespace))  # the agent made it at start
+        recorded = sorted(self.state.load().items(),
+                          key=lambda item: (len(item[1]["interface"]), item[1]["interface"]))
+        for mac, entry in recorded:
+            if mac not in here | plugged:
+                LOG.warning("port %s (%s) is attached no more: not plugged again", mac,
+                            entry["interface"])
+        return [mac for mac, _ in recorded if mac in here]
+
+    def replug(self, mac: str) -> str:
+        """Plug a recorded port again as it was last plugged: same name, same plan (the
+        API's plug path, so it stays idempotent). Returns the interface name."""
+        entry = self.state.load()[mac]
+        with _reported_as_plug_error():
+            ifname, _ = self._attach(mac, preferred=entry["interface"])
+            self._configure(mac, ifname, InterfacePlan(**entry["plan"]))
+        return ifname
 
     def interface_with_address(self, address: str) -> str | None:
         if self.namespace and not namespace_exists(self.namespace):

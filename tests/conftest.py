@@ -139,6 +139,12 @@ class RunningAgent:
         self.kill()
         self.start()
 
+    def kill_everything(self) -> None:
+        """SIGKILL the agent and everything it started (haproxy, keepalived, their scripts):
+        the processes a crash of the whole amphora takes down."""
+        self.kill()
+        _kill_processes_using(self.directory)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, jsonify
 from amphora_agent import API_VERSION
 from amphora_agent.certificates import md5_hex
 from amphora_agent.context import ctx
+from amphora_agent.desired_state import DesiredState
 from amphora_agent.errors import APIError
 from amphora_agent.haproxy import HaproxyError, HaproxySupervisor
 from amphora_agent.validation import is_uuid, read_body
@@ -18,6 +19,10 @@ ACTIONS = ("start", "stop", "reload")
 
 def _haproxy() -> HaproxySupervisor:
     return ctx().services["haproxy"]
+
+
+def _desired() -> DesiredState:
+    return ctx().services["desired_state"]
 
 
 def lb_not_found(lb_id: str) -> APIError:
@@ -66,6 +71,9 @@ def start_stop_reload(lb_id: str, action: str):
     require_existing_lb(lb_id)
     haproxy = _haproxy()
     with ctx().lock(lb_id):
+        # What the controller wants is recorded first: a reboot restores it even if the agent
+        # dies during the action (restore.py).
+        _desired().set_load_balancer(lb_id, running=action != "stop")
         # haproxy cannot reload what does not run: a reload starts it, as Octavia's does.
         if action == "reload" and not haproxy.is_running(lb_id):
             action = "start"
@@ -91,6 +99,7 @@ def delete_loadbalancer(lb_id: str):
     if not is_uuid(lb_id):
         raise lb_not_found(lb_id)
     with ctx().lock(lb_id):
+        _desired().forget_load_balancer(lb_id)
         try:
             _haproxy().delete(lb_id)
         except HaproxyError as exc:

@@ -19,12 +19,10 @@ blueprint = Blueprint("plug", __name__, url_prefix="/1.0")
 
 # The driver retries a 404 whose details contain exactly this sentence (hot-plug still in flight).
 NO_INTERFACE = "No suitable network interface found"
-PLUG_STATE_FILE = "plugged_interfaces.json"
 
 
 def _plugger() -> Plugger:
-    config = ctx().config
-    return Plugger(config.network_namespace, config.base_path / PLUG_STATE_FILE)
+    return Plugger.for_config(ctx().config)
 
 
 def _accepted(details: str):

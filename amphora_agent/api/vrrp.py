@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify
 from amphora_agent import API_VERSION
 from amphora_agent.certificates import md5_hex
 from amphora_agent.context import ctx
+from amphora_agent.desired_state import DesiredState
 from amphora_agent.errors import APIError
 from amphora_agent.keepalived import KeepalivedError, KeepalivedSupervisor
 from amphora_agent.validation import read_body
@@ -18,6 +19,10 @@ LOCK = "vrrp"
 
 def _keepalived() -> KeepalivedSupervisor:
     return ctx().services["keepalived"]
+
+
+def _desired() -> DesiredState:
+    return ctx().services["desired_state"]
 
 
 @blueprint.put("/vrrp/upload")
@@ -40,6 +45,8 @@ def vrrp_action(action: str):
     if action not in ACTIONS:
         raise APIError(400, "Invalid Request", f"Unknown action: {action}")
     with ctx().lock(LOCK):
+        # Recorded first, as for load balancers: a reboot restores what was asked for.
+        _desired().set_keepalived(running=action != "stop")
         try:
             # A start of a running keepalived is a reload (Octavia's agent does the same).
             done = getattr(_keepalived(), action)()
