@@ -37,6 +37,7 @@ from harness.agent_config import AgentSettings, render_agent_config
 from harness.client import AmphoraAPIError, AmphoraClient
 from harness.faults import remove_lab_tables
 from harness.pki import LabPKI
+from harness.providers import labs_on_host
 from harness.providers.base import (
     AddressSpaceTaken,
     Network,
@@ -201,8 +202,8 @@ def collect_leftovers(provider: Provider, *, include_kept: bool = True,
     for lab_id in removed:
         for workdir in Path(tempfile.gettempdir()).glob(f"{_workdir_prefix(lab_id)}*"):
             shutil.rmtree(workdir, ignore_errors=True)
-    # Link faults (host nft tables) of every lab that no longer exists.
-    remove_lab_tables(keep=frozenset(lab.lab_id for lab in provider.labs()))
+    # Link faults (host nft tables) of every lab that no longer exists, under any provider.
+    remove_lab_tables(keep=frozenset(lab.lab_id for lab in labs_on_host(provider)))
     return removed
 
 

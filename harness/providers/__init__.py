@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.providers.base import Provider, ProviderError
+from harness.providers.base import LabOwnership, Provider, ProviderError
 
 PROVIDERS = ("docker", "netns")
 
@@ -18,3 +18,17 @@ def make_provider(name: str) -> Provider:
 
         return NetnsProvider()
     raise ProviderError(f"the {name} provider is not implemented yet")
+
+
+def labs_on_host(current: Provider) -> list[LabOwnership]:
+    """The labs of every provider that answers on this host, current's first: what the host
+    holds for labs (link-fault tables) may belong to a lab of any of them."""
+    labs = list(current.labs())
+    for name in PROVIDERS:
+        if name == current.name:
+            continue
+        try:
+            labs += make_provider(name).labs()
+        except ProviderError:
+            continue  # that provider cannot run here, so it has no labs here
+    return labs
