@@ -6,8 +6,8 @@ returns the port's MAC and fixed IP, as a cloud would, and the agent is told abo
 through plug/vip or plug/network). Fault hooks act from outside the node: engine operations
 (kill, stop, pause, cutting a link) or signals to processes inside it.
 
-The docker provider implements this today; a netns provider (plain network namespaces for hosts
-without a container engine) will implement the same interface.
+The docker provider implements this, and so does the netns provider (plain network namespaces
+for hosts without a container engine).
 
 Hygiene: everything a provider creates carries LAB_LABEL=<lab id> (or, where labels do not exist,
 a name derived from the lab id), plus OWNER_LABEL naming the process that owns the lab, so gc can
