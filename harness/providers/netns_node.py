@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 
-from harness.images import IMAGES_DIR
+from harness.images import IMAGES_DIR, REPO_ROOT
 from harness.providers.base import ProviderError
 
 # The node's own upper dirs for these host directories (see the module docstring).
@@ -65,10 +65,11 @@ IMAGE_ENTRIES = {
 
 def node_environment() -> dict[str, str]:
     """A node's environment: no proxies or test settings of the harness leak in; the python
-    that runs the harness (with the agent's console script) comes first on PATH."""
+    that runs the harness (with the agent's console script) comes first on PATH, and it imports
+    the agent from the tree the harness runs from, as an image is built from that tree."""
     path = ":".join([str(Path(sys.executable).parent), "/usr/local/sbin", "/usr/local/bin",
                      "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
-    return {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8"}
+    return {"PATH": path, "PYTHONPATH": str(REPO_ROOT), "HOME": "/root", "LANG": "C.UTF-8"}
 
 
 def identity_files(hostname: str, address: str) -> dict[str, bytes]:
