@@ -284,7 +284,7 @@ class FaultInjector:
 
     def kill(self, amphora: Amphora) -> Fault:
         """SIGKILL the amphora: every process dies at once, as when a hypervisor crashes. The
-        heal boots it again (with an empty data plane: a controller replaces such an amphora)."""
+        heal boots it again; its agent then restores the ports and services it had."""
         p, node = self.lab.provider, amphora.node
         return self.inject(EngineFault(f"kill {amphora.name}", lambda: p.kill(node),
                                        lambda: p.start(node)))

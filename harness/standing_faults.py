@@ -2,15 +2,14 @@
 
 The faults themselves are harness.faults'; this module names them for the command line, records
 each one applied in the lab's state file, and builds it again later to heal it. An amphora that
-was killed or stopped comes back through the engine and is then restored as a controller would
-restore it: wait for its agent, push the load balancer to it again.
+was killed or stopped comes back through the engine and restores its own data plane (ports, load
+balancers, keepalived) before its agent answers: the heal waits for that and checks it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import tenacity
 
@@ -35,7 +34,7 @@ class FaultKind:
     help: str
     targets: int  # how many amphorae it acts on
     build: Callable[[_Builder, list[Amphora], dict, StandingLab], Fault]
-    # After the heal: the amphora restarted and must get its load balancer back.
+    # After the heal: the amphora rebooted; wait until it serves its load balancer again.
     restore: bool = False
 
 
@@ -47,9 +46,9 @@ def _lb_ids(lab: StandingLab) -> list[str]:
 
 
 KINDS: dict[str, FaultKind] = {
-    "kill": FaultKind("SIGKILL the amphora (a crashed VM); heal: start it, push its LB again",
+    "kill": FaultKind("SIGKILL the amphora (a crashed VM); heal: start it (it restores itself)",
                       1, lambda f, a, o, lab: f.kill(a[0]), restore=True),
-    "stop": FaultKind("graceful shutdown of the amphora; heal: start it, push its LB again",
+    "stop": FaultKind("graceful shutdown of the amphora; heal: start it (it restores itself)",
                       1, lambda f, a, o, lab: f.stop(a[0]), restore=True),
     "pause": FaultKind("freeze every process of the amphora (a hung VM); heal: unpause",
                        1, lambda f, a, o, lab: f.pause(a[0])),
@@ -131,14 +130,16 @@ def heal_faults(lab: StandingLab, on_step: Callable[[str], None] = lambda _: Non
 
 
 def restore_amphora(lab: StandingLab, amphora: Amphora) -> None:
-    """An amphora started again has its agent back but no data plane (its namespace lived on a
-    tmpfs): wait for the agent, plug its member network again, then create the load balancer
-    on its amphorae again (the VIP is plugged by that)."""
+    """An amphora started again plugs its ports again and starts what ran before its agent
+    answers (its namespace lived on a tmpfs): wait for the agent, then check that every
+    listener it has is serving."""
     tenacity.Retrying(
         retry=tenacity.retry_if_exception_type((AmphoraAPIError, OSError)),
         stop=tenacity.stop_after_delay(AGENT_BACK_TIMEOUT_S),
         wait=tenacity.wait_fixed(1.0), reraise=True,
     )(amphora.client.get_info)
-    lab.replug_member_ports(amphora)
-    if lab.record.load_balancer is not None:
-        lab.push(Path(lab.record.load_balancer.source), create=True)
+    down = [item["uuid"] for item in amphora.client.get_listeners()
+            if item["status"] != "ACTIVE"]
+    if down:
+        raise StandingLabError(f"{amphora.name} came back with listeners not serving: "
+                               f"{', '.join(down)} (see `amphora-harness logs`)")

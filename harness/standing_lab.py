@@ -315,25 +315,11 @@ class StandingLab:
                 for amphora in self.lb_amphorae for port in amphora.ports
                 if port.network.spec.role == "vip"]
 
-    def replug_member_ports(self, amphora: Amphora) -> None:
-        """POST plug/network again for the amphora's member-network ports (after a restart its
-        interfaces are back in the default namespace; the plug is idempotent otherwise)."""
-        subnet = str(self.networks["member"].spec.subnet)
-        for port in amphora.ports:
-            if port.network.spec.role == "member":
-                amphora.client.plug_network({
-                    "mac_address": port.mac_address,
-                    "fixed_ips": [{"ip_address": str(port.ip_address), "subnet_cidr": subnet,
-                                   "host_routes": []}],
-                    "mtu": DATA_PLANE_MTU,
-                })
-
-    def push(self, source: Path, *, create: bool = False) -> LoadBalancer:
+    def push(self, source: Path) -> LoadBalancer:
         """Push a load-balancer file as a controller does. The first push creates the load
         balancer (VIP plugged, config, start; VRRP for a pair); later ones update the same one
-        (same id: upload and reload). create=True creates it again on every amphora (what
-        restores an amphora that was killed and started again). TLS listeners get
-        certificates for their symbolic names from a fresh tenant CA."""
+        (same id: upload and reload). TLS listeners get certificates for their symbolic names
+        from a fresh tenant CA."""
         tenant_ca = CertificateAuthority("amphora-harness tenant CA")
         certificates = {name: tenant_ca.issue(name, dns_names=(name,)).bundle
                         for name in certificate_names(source)}
@@ -345,7 +331,7 @@ class StandingLab:
             lb.id = previous.id
         controller = LoadBalancerController(lb, [a.client for a in self.lb_amphorae],
                                             vrrp_group=group)
-        if previous is None or create:
+        if previous is None:
             controller.create(self.vip_ports())
         else:
             controller.update()

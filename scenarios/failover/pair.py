@@ -159,8 +159,8 @@ class Pair:
         return new
 
     def serves(self, amphora: Amphora) -> bool:
-        """Running, with every listener of the load balancer ACTIVE. An amphora booted again
-        after a kill comes back empty (its data plane is not restored): it does not serve."""
+        """Running, with every listener of the load balancer ACTIVE (a killed or stopped
+        amphora is left down for this to find and a controller to replace)."""
         if not self.lab.provider.is_running(amphora.node):
             return False
         try:
