@@ -421,10 +421,12 @@ def down(args: argparse.Namespace) -> None:
         lab_ids = [args.lab]  # also a lab `up` did not record (pytest --keep-lab)
     else:
         lab_ids = [choose_lab(None).lab_id]
-    provider = _provider(args)
-    existing = {lab.lab_id for lab in provider.labs()} | set(recorded_lab_ids())
+    recorded = set(recorded_lab_ids())
     for lab_id in lab_ids:
-        if lab_id not in existing:
+        # A lab `up` recorded says where it runs; any other is looked for with --provider.
+        provider = make_provider(load_record(lab_id).provider) if lab_id in recorded \
+            else _provider(args)
+        if lab_id not in recorded and lab_id not in {lab.lab_id for lab in provider.labs()}:
             raise CommandError(f"no lab {lab_id} (`amphora-harness status` lists them)")
         with step(f"lab {lab_id} down"):
             provider.teardown(lab_id)
