@@ -18,7 +18,7 @@ import pytest
 
 from harness.faults import Fault, FaultInjector, FaultUnsupported
 from harness.lab import Amphora
-from harness.traffic import Outage, Timeline
+from harness.traffic import Outage, Timeline, TimelineRecorder
 from scenarios.failover.pair import (
     MASTER_DOWN_S,
     SETTLE_TIMEOUT_S,
@@ -122,6 +122,43 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(VRRP.advert_int / 2)
 
 
+
+@dataclass(frozen=True)
+class Takeover:
+    """A fault that took the master down under recorded traffic, and the backup serving."""
+
+    master: Amphora
+    backup: Amphora
+    recorder: TimelineRecorder
+    fault: Fault
+    at: float
+
+
+def take_master_down(pair: Pair, record, label: str, inject: Callable[[Amphora], Fault],
+                     timeout: float = TAKEOVER_TIMEOUT_S) -> Takeover:
+    """While the master answers, apply inject(master); return once the backup answers."""
+    master = pair.wait_settled()
+    backup = pair.other(master)
+    recorder = record()
+    assert wait_for_answers(recorder, master, since=0, timeout=10)
+    recorder.mark(label)
+    at = recorder.now()
+    fault = inject(master)
+    assert wait_for_answers(recorder, backup, since=at, timeout=timeout), \
+        f"{backup.name} did not take over after {label}"
+    return Takeover(master, backup, recorder, fault, at)
+
+
+def heal_to_one_master(pair: Pair, faults: FaultInjector, recorder: TimelineRecorder,
+                       fault: Fault, label: str) -> tuple[Amphora, float]:
+    """Heal fault; once the pair settles exactly one master is left. (survivor, heal time)"""
+    recorder.mark(label)
+    healed_at = recorder.now()
+    faults.heal(fault)
+    survivor = pair.wait_settled()
+    assert pair.masters() == [survivor]
+    return survivor, healed_at
+
 # --- the pair at rest --------------------------------------------------------------------------
 
 
@@ -176,27 +213,23 @@ def test_graceful_stop_costs_less_than_a_hard_kill(graceful_stop: Failover, hard
 
 def test_haproxy_killed_in_the_master(pair: Pair, faults: FaultInjector, record,
                                       measured_outages: dict[str, dict]) -> None:
-    master = pair.wait_settled()
-    backup = pair.other(master)
-    recorder = record()
-    assert wait_for_answers(recorder, master, since=0, timeout=10)
-    recorder.mark("kill haproxy")
-    killed_at = recorder.now()
-    fault = faults.kill_haproxy(master, [pair.lb.id])
-    assert wait_for_answers(recorder, backup, since=killed_at, timeout=HAPROXY_KILL_TIMEOUT_S)
+    down = take_master_down(pair, record, "kill haproxy",
+                            lambda master: faults.kill_haproxy(master, [pair.lb.id]),
+                            timeout=HAPROXY_KILL_TIMEOUT_S)
+    master, backup, recorder = down.master, down.backup, down.recorder
     # The check script failed, so the master gave the VIP up and says so.
     assert not pair.active(master) and not pair.holds_vip(master)
     assert pair.active(backup) and pair.holds_vip(backup)
 
     recorder.mark("haproxy back")
     healed_at = recorder.now()
-    faults.heal(fault)
+    faults.heal(down.fault)
     # Its check passes again (check_rise runs); with nopreempt it stays the backup.
     time.sleep(VRRP.check_interval * (VRRP.check_rise + 1))
     assert pair.wait_settled() is backup
     timeline = recorder.snapshot()
     assert_only(timeline, backup, since=healed_at)
-    measured_outages["haproxy_kill"] = disruption(timeline, killed_at)
+    measured_outages["haproxy_kill"] = disruption(timeline, down.at)
     pair.assert_full_config_served(backup)
 
 
@@ -212,33 +245,18 @@ def test_partition_then_heal_leaves_one_master(pair: Pair, faults: FaultInjector
     assert pair.active(master) and pair.holds_vip(master) and pair.holds_vip(backup)
     assert partition.dropped() > 0
 
-    recorder.mark("heal")
-    healed_at = recorder.now()
-    faults.heal(partition)
-    survivor = pair.wait_settled()
-    assert pair.masters() == [survivor]
+    survivor, healed_at = heal_to_one_master(pair, faults, recorder, partition, "heal")
     measured_outages["partition_heal"] = disruption(recorder.snapshot(), healed_at)
     pair.assert_full_config_served(survivor)
 
 
 def test_freeze_then_thaw_leaves_one_master(pair: Pair, faults: FaultInjector, record,
                                             measured_outages: dict[str, dict]) -> None:
-    master = pair.wait_settled()
-    backup = pair.other(master)
-    recorder = record()
-    assert wait_for_answers(recorder, master, since=0, timeout=10)
-    recorder.mark("pause")
-    paused_at = recorder.now()
-    frozen = faults.pause(master)
-    assert wait_for_answers(recorder, backup, since=paused_at, timeout=TAKEOVER_TIMEOUT_S)
-    measured_outages["pause"] = disruption(recorder.snapshot(), paused_at)
+    down = take_master_down(pair, record, "pause", faults.pause)
+    measured_outages["pause"] = disruption(down.recorder.snapshot(), down.at)
 
-    recorder.mark("thaw")
-    thawed_at = recorder.now()
-    faults.heal(frozen)
-    survivor = pair.wait_settled()
-    assert pair.masters() == [survivor]
-    measured_outages["thaw"] = disruption(recorder.snapshot(), thawed_at)
+    survivor, thawed_at = heal_to_one_master(pair, faults, down.recorder, down.fault, "thaw")
+    measured_outages["thaw"] = disruption(down.recorder.snapshot(), thawed_at)
     pair.assert_full_config_served(survivor)
 
 
@@ -309,23 +327,14 @@ def test_delay_on_the_master_interface_does_not_flap(pair: Pair, faults: FaultIn
 def test_keepalived_killed_in_the_master(pair: Pair, faults: FaultInjector, record,
                                          measured_outages: dict[str, dict]) -> None:
     """No priority-0 goodbye: the backup takes over on the timers, like after a hard kill."""
-    master = pair.wait_settled()
-    backup = pair.other(master)
-    recorder = record()
-    assert wait_for_answers(recorder, master, since=0, timeout=10)
-    recorder.mark("kill keepalived")
-    killed_at = recorder.now()
-    fault = faults.kill_keepalived(master)
-    assert wait_for_answers(recorder, backup, since=killed_at, timeout=TAKEOVER_TIMEOUT_S)
-    details = master.client.get_details()
+    down = take_master_down(pair, record, "kill keepalived", faults.kill_keepalived)
+    details = down.master.client.get_details()
     assert (details["topology_status"], details["active"]) == ("ERROR", False)
-    measured_outages["keepalived_kill"] = disruption(recorder.snapshot(), killed_at)
+    measured_outages["keepalived_kill"] = disruption(down.recorder.snapshot(), down.at)
 
-    recorder.mark("vrrp start")
-    faults.heal(fault)
-    survivor = pair.wait_settled()
-    assert survivor is backup and pair.masters() == [backup]
-    pair.assert_full_config_served(backup)
+    survivor, _ = heal_to_one_master(pair, faults, down.recorder, down.fault, "vrrp start")
+    assert survivor is down.backup  # nopreempt
+    pair.assert_full_config_served(survivor)
 
 
 def test_agent_killed_in_the_master_costs_nothing(pair: Pair, faults: FaultInjector,
@@ -348,23 +357,14 @@ def test_agent_killed_in_the_master_costs_nothing(pair: Pair, faults: FaultInjec
 
 def test_vip_link_cut_on_the_master(pair: Pair, faults: FaultInjector, record,
                                     measured_outages: dict[str, dict]) -> None:
-    master = pair.wait_settled()
-    backup = pair.other(master)
-    recorder = record()
-    assert wait_for_answers(recorder, master, since=0, timeout=10)
-    recorder.mark("cut")
-    cut_at = recorder.now()
-    cut = faults.cut_vip_link(master)
-    assert wait_for_answers(recorder, backup, since=cut_at, timeout=TAKEOVER_TIMEOUT_S)
-    assert not pair.active(master)
-    measured_outages["vip_link_cut"] = disruption(recorder.snapshot(), cut_at)
+    down = take_master_down(pair, record, "cut", faults.cut_vip_link)
+    assert not pair.active(down.master)
+    measured_outages["vip_link_cut"] = disruption(down.recorder.snapshot(), down.at)
 
-    recorder.mark("reconnect")
-    reconnected_at = recorder.now()
-    faults.heal(cut)
-    survivor = pair.wait_settled()
-    assert pair.masters() == [survivor]
-    measured_outages["vip_link_reconnect"] = disruption(recorder.snapshot(), reconnected_at)
+    survivor, reconnected_at = heal_to_one_master(pair, faults, down.recorder, down.fault,
+                                                  "reconnect")
+    measured_outages["vip_link_reconnect"] = disruption(down.recorder.snapshot(),
+                                                        reconnected_at)
     pair.assert_full_config_served(survivor)
 
 
