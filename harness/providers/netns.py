@@ -184,7 +184,7 @@ class NetnsProvider(Provider):
         netns_node.prepare_node_dir(node_dir, spec.files)
         _ip("netns", "add", spec.name)
         _ip("-n", spec.name, "link", "set", "lo", "up")
-        self._make_port(self.store.get(spec.lab_id), port)
+        self._make_port(state, port)
         self._start_init(spec.lab_id, spec.name)
         return Node(spec=spec, handle=spec.name)
 
