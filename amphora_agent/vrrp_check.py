@@ -1,9 +1,11 @@
 """keepalived's track script for haproxy: `python -m amphora_agent.vrrp_check BASE_PATH`.
 
 Exits 0 only when every load balancer with an uploaded config has a haproxy answering on its
-stats socket, so an amphora whose haproxy died gives the VIP up. With no load balancer at all it
-fails too (as Octavia's check does): an amphora that serves nothing must not hold the VIP.
-It reads the load balancers from disk at every run, so it never lags behind an upload or delete.
+stats socket, so an amphora whose haproxy died gives the VIP up. A load balancer the controller
+stopped through the API does not count (Octavia drops it from its check script on stop): its
+haproxy is meant to be down. With no load balancer to check it fails too (as Octavia's check
+does): an amphora that serves nothing must not hold the VIP. It reads the load balancers and
+their desired state from disk at every run, so it never lags behind an upload, stop or delete.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 from amphora_agent.config import AgentConfig
+from amphora_agent.desired_state import DESIRED_STATE_FILE, STOPPED, DesiredState
 from amphora_agent.haproxy import HaproxySupervisor, socket_command
 
 SOCKET_TIMEOUT_S = 2.0
@@ -28,7 +31,8 @@ def all_haproxies_answer(base_path: Path) -> bool:
     config = AgentConfig(amphora_id="vrrp-check", agent_server_ca=Path(),
                          agent_server_cert=Path(), base_path=base_path)
     supervisor = HaproxySupervisor(config)
-    lb_ids = supervisor.lb_ids()
+    desired = DesiredState(base_path / DESIRED_STATE_FILE).load()["load_balancers"]
+    lb_ids = [lb_id for lb_id in supervisor.lb_ids() if desired.get(lb_id) != STOPPED]
     if not lb_ids:
         return False
     for lb_id in lb_ids:

@@ -8,7 +8,10 @@ traffic) to the other one. The errors of the vrrp endpoints each have a negative
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -321,3 +324,27 @@ def test_no_heartbeat_while_configured_keepalived_is_down(agent_factory, lab):
         assert receiver.history(agent.amphora_id).latest().received_at < silent_since
         agent.client.vrrp_action("start")
         receiver.wait_for(agent.amphora_id, count=2, after=time.time(), timeout=20)
+
+
+def test_check_ignores_load_balancers_stopped_through_the_api(agent_factory, lb_config,
+                                                               http_backend):
+    """The track script: every haproxy meant to run must answer; one the controller stopped is
+    not counted, one that died is."""
+    agent = agent_factory()
+    configs = [lb_config(agent, http_backend.port) for _ in range(2)]
+    for lb in configs:
+        agent.client.upload_config(lb.lb_id, lb.text)
+        agent.client.start(lb.lb_id)
+
+    def check() -> int:
+        return subprocess.run([sys.executable, "-m", "amphora_agent.vrrp_check",
+                               str(agent.base_path)], capture_output=True, timeout=30).returncode
+
+    assert check() == 0
+    agent.client.stop(configs[0].lb_id)
+    assert check() == 0
+    master = int((agent.base_path / configs[1].lb_id / f"{configs[1].lb_id}.pid").read_text())
+    os.kill(master, signal.SIGKILL)
+    assert check() == 1
+    agent.client.stop(configs[1].lb_id)
+    assert check() == 1  # nothing left to serve: must not hold the VIP
