@@ -40,6 +40,7 @@ from harness.images import RECIPES, REPO_ROOT, ImageBuilder
 from harness.lab import Lab, collect_leftovers
 from harness.providers import PROVIDERS, make_provider
 from harness.providers.base import Provider
+from harness.providers.docker import DockerProvider
 from harness.standing_faults import KINDS, apply_fault, heal_faults
 from harness.standing_lab import (
     LabRecord,
@@ -103,6 +104,9 @@ def images_build(args: argparse.Namespace) -> None:
 
 def gc(args: argparse.Namespace) -> None:
     provider = _provider(args)
+    if args.images and not isinstance(provider, DockerProvider):
+        raise CommandError(f"--images removes container images; the {provider.name} provider "
+                           "has none (use --provider docker)")
     # Labs of `up` carry the keep label: only --all removes them (`down` is the usual way).
     removed = collect_leftovers(provider, include_kept=args.all, everything=args.all)
     for lab_id in removed:
@@ -264,14 +268,12 @@ def _agent_summary(amphora, running: bool, answering: bool, carries_lb: bool) ->
 
 
 def shell(args: argparse.Namespace) -> None:
-    with _standing(args) as lab:
-        node = _node(lab, args.node)
-        backend = lab.provider.testinfra_backend(node)
-    if not backend.startswith("docker://") or shutil.which("docker") is None:
-        raise CommandError("shell needs the docker provider and the docker command")
     inner = ["ip", "netns", "exec", DATA_PLANE_NAMESPACE, "bash"] if args.data_plane \
         else ["bash"]
-    argv = ["docker", "exec", "-it", backend.removeprefix("docker://"), *inner]
+    with _standing(args) as lab:
+        argv = lab.provider.interactive_argv(_node(lab, args.node), inner)
+    if shutil.which(argv[0]) is None:
+        raise CommandError(f"shell needs the {argv[0]} command on this host")
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 

@@ -175,6 +175,10 @@ class Provider(abc.ABC):
     def testinfra_backend(self, node: Node) -> str:
         """The pytest-testinfra host spec that runs commands inside node."""
 
+    @abc.abstractmethod
+    def interactive_argv(self, node: Node, argv: list[str]) -> list[str]:
+        """The host command that runs argv inside node attached to this terminal (a shell)."""
+
     # engine-level faults
 
     @abc.abstractmethod

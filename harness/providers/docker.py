@@ -227,6 +227,9 @@ class DockerProvider(Provider):
     def testinfra_backend(self, node: Node) -> str:
         return f"docker://{node.handle}"
 
+    def interactive_argv(self, node: Node, argv: list[str]) -> list[str]:
+        return ["docker", "exec", "-it", node.handle, *argv]
+
     # engine-level faults
 
     def kill(self, node: Node, signal: str = "SIGKILL") -> None:

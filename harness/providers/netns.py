@@ -277,6 +277,12 @@ class NetnsProvider(Provider):
     def testinfra_backend(self, node: Node) -> str:
         return f"netns://{node.name}"
 
+    def interactive_argv(self, node: Node, argv: list[str]) -> list[str]:
+        init = running_init(self.store, node.spec.lab_id, node.name)
+        if init is None:
+            raise ProviderError(f"{node.name} is not running")
+        return ["nsenter", "-t", str(init.pid), "-m", "-u", "-i", "-n", "-p", "--", *argv]
+
     def _reap(self) -> None:
         self._launchers = [launcher for launcher in self._launchers if launcher.poll() is None]
 
