@@ -91,8 +91,8 @@ class HaproxySupervisor:
     def __init__(self, config: AgentConfig) -> None:
         self._config = config
         self._peer_name = peer_name(config.amphora_id)
-        # Called with the lb id just before a reload or stop: the heartbeat snapshots the
-        # statistics counters there, so deltas survive the workers being replaced.
+        # Called with the lb id just before a reload or stop: the heartbeat accounts for the
+        # running worker there and holds it, so deltas survive the worker being replaced.
         self.reload_hooks: list[Callable[[str], None]] = []
 
     # --- layout -----------------------------------------------------------------------------

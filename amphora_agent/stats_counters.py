@@ -1,13 +1,18 @@
 """Statistics deltas that are neither lost nor counted twice.
 
-haproxy's counters live in a worker and start from zero in every new one (a reload, a restart).
-For each listener this keeps the last absolute values seen and which worker (pid) they came
-from, plus counts already taken but not yet reported:
+haproxy's counters live in a worker process and start from zero in every new one; after a
+reload the old worker keeps counting (connections it still accepts, bytes of the ones it
+drains) next to the new one. So the bookkeeping is per worker:
 
-- a heartbeat reports (current - last seen) from the same worker, or current from a new one,
-  plus whatever is pending, then forgets the pending counts;
-- just before a reload or stop, a snapshot moves (current - last seen) of the old worker into
-  pending, so what the old worker counted since the last heartbeat is reported once, later.
+- every reading of a worker (from the stats socket, or from a session held on an old worker)
+  adds (current - last seen from that same worker) of each listener to that listener's
+  pending counts, and becomes the worker's last seen;
+- a heartbeat reports a listener's pending counts and forgets them.
+
+A worker's counts therefore reach the heartbeats exactly once, in pieces, up to its last
+reading; what keeps that last reading final is the caller's business (heartbeat.py holds an
+old worker until its counters cannot change). A worker is known by pid and start time, and
+forgotten once its process is gone (it can never be read again).
 
 The whole state, and the heartbeat sequence number, is kept in {base_path}/stats_counters.json
 so an agent restart neither resets nor repeats anything.
@@ -20,8 +25,11 @@ import logging
 import threading
 from pathlib import Path
 
+import psutil
+
 from amphora_agent.fsutil import atomic_write
-from amphora_agent.haproxy_stats import COUNTER_FIELDS
+from amphora_agent.haproxy_stats import COUNTER_FIELDS, HaproxyStats
+from amphora_agent.processes import is_alive
 
 LOG = logging.getLogger(__name__)
 
@@ -29,22 +37,26 @@ LOG = logging.getLogger(__name__)
 class StatsCounters:
     def __init__(self, path: Path) -> None:
         self.path = path
-        # Held by callers across "read haproxy, then account": a snapshot must never interleave
-        # with a heartbeat's read of the same worker.
+        # Held by callers across "read haproxy, then account": two readings of one worker must
+        # be accounted in the order they were taken.
         self.lock = threading.RLock()
         self._state = self._load()
 
     def _load(self) -> dict:
         try:
             state = json.loads(self.path.read_text())
-            if isinstance(state, dict) and isinstance(state.get("listeners"), dict):
+            if (isinstance(state, dict) and isinstance(state.get("listeners"), dict)
+                    and isinstance(state.get("workers"), dict)):
                 return state
             LOG.warning("%s has an unexpected shape; starting from zero", self.path)
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as exc:
             LOG.warning("%s is unreadable (%s); starting from zero", self.path, exc)
-        return {"seq": 0, "listeners": {}}
+        # listeners: {listener_id: {"lb": lb_id, "pending": {field: count}}}
+        # workers: {pid: {"lb": lb_id, "started": start time, "seen": {listener_id: {field:
+        # count}}}}
+        return {"seq": 0, "listeners": {}, "workers": {}}
 
     def save(self) -> None:
         with self.lock:
@@ -60,48 +72,57 @@ class StatsCounters:
             self._state["seq"] = seq + 1
             return seq
 
-    def _since_last_seen(self, lb_id: str, listener_id: str, pid: int,
-                         row: dict[str, str]) -> dict[str, int]:
-        """Counts since the previous read, recording this read as the new last seen."""
-        entry = self._state["listeners"].setdefault(
-            listener_id, {"lb": lb_id, "pid": None, "seen": {}, "pending": {}})
-        same_worker = entry["pid"] == pid
-        delta = {}
-        seen = {}
-        for name in COUNTER_FIELDS:
-            current = int(row.get(name) or 0)
-            last = int(entry["seen"].get(name, 0)) if same_worker else 0
-            # A drop within one worker means its counters were cleared: count from zero.
-            delta[name] = current - last if current >= last else current
-            seen[name] = current
-        entry.update(lb=lb_id, pid=pid, seen=seen)
-        return delta
-
-    def take_deltas(self, lb_id: str, pid: int,
-                    frontends: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
-        """Per listener (frontend row of worker pid): counts to report now, pending included."""
-        result = {}
+    def account(self, lb_id: str, stats: HaproxyStats, listener_ids: set[str]) -> bool:
+        """Add what the worker counted on each listener since its last reading to pending.
+        Returns whether the state changed."""
         with self.lock:
-            for listener_id, row in frontends.items():
-                delta = self._since_last_seen(lb_id, listener_id, pid, row)
-                pending = self._state["listeners"][listener_id]["pending"]
-                result[listener_id] = {name: delta[name] + int(pending.get(name, 0))
-                                       for name in COUNTER_FIELDS}
-                self._state["listeners"][listener_id]["pending"] = {}
-        return result
+            workers = self._state["workers"]
+            worker = workers.get(str(stats.pid))
+            if worker is None or worker["started"] != stats.started:
+                worker = workers[str(stats.pid)] = {"lb": lb_id, "started": stats.started,
+                                                    "seen": {}}
+            changed = False
+            for listener_id, row in stats.frontends().items():
+                if listener_id not in listener_ids:
+                    continue
+                last = worker["seen"].get(listener_id, {})
+                current = {name: int(row.get(name) or 0) for name in COUNTER_FIELDS}
+                listener = self._state["listeners"].setdefault(
+                    listener_id, {"lb": lb_id, "pending": {}})
+                pending = listener["pending"]
+                for name, value in current.items():
+                    previous = int(last.get(name, 0))
+                    # A drop within one worker means its counters were cleared: count from zero.
+                    delta = value - previous if value >= previous else value
+                    pending[name] = int(pending.get(name, 0)) + delta
+                changed = changed or current != last
+                worker["seen"][listener_id] = current
+            return changed
 
-    def snapshot(self, lb_id: str, pid: int, frontends: dict[str, dict[str, str]]) -> None:
-        """Bank what worker pid, about to be replaced, counted since it was last read."""
+    def take_pending(self, listener_id: str) -> dict[str, int]:
+        """The listener's counts not reported yet (zero for each field if none); forgets them."""
         with self.lock:
-            for listener_id, row in frontends.items():
-                delta = self._since_last_seen(lb_id, listener_id, pid, row)
-                pending = self._state["listeners"][listener_id]["pending"]
-                for name in COUNTER_FIELDS:
-                    pending[name] = int(pending.get(name, 0)) + delta[name]
+            listener = self._state["listeners"].get(listener_id)
+            pending = listener["pending"] if listener else {}
+            if listener:
+                listener["pending"] = {}
+            return {name: int(pending.get(name, 0)) for name in COUNTER_FIELDS}
 
     def forget_except(self, lb_ids: set[str]) -> None:
-        """Drop the listeners of load balancers that no longer exist."""
+        """Drop the listeners and workers of load balancers that no longer exist, and the
+        workers whose process is gone."""
         with self.lock:
             listeners = self._state["listeners"]
             for listener_id in [k for k, v in listeners.items() if v.get("lb") not in lb_ids]:
                 del listeners[listener_id]
+            workers = self._state["workers"]
+            for pid in [k for k, v in workers.items()
+                        if v.get("lb") not in lb_ids or not _process_exists(int(k))]:
+                del workers[pid]
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        return is_alive(psutil.Process(pid))
+    except psutil.Error:
+        return False

@@ -2,14 +2,19 @@
 
 The receiver (harness.health) checks the HMAC and decodes the envelope; these tests check every
 field of the version-3 message, and that N connections through a listener add up to exactly N
-in the summed totconns deltas, across haproxy reloads and an agent restart.
+in the summed totconns deltas, across haproxy reloads (also while traffic keeps flowing through
+them), stop/start and an agent restart.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 import urllib.request
+from dataclasses import dataclass, field
 
+import psutil
 import pytest
 
 from harness.health import HeartbeatReceiver
@@ -17,6 +22,15 @@ from harness.health import HeartbeatReceiver
 KEY = "heartbeat-test-key"
 INTERVAL_S = 0.5
 SETTLE_HEARTBEATS = 3
+# Reloads under continuous traffic: one round per gap between reloads (0: back to back, while
+# the worker replaced last may not have been told to stop yet).
+CALIBRATION_CONNECTIONS = 20
+RELOAD_GAPS_S = (0.2, 0.05, 0.0)
+RELOADS_PER_ROUND = 4
+# Bounds on the traffic loop, whatever happens.
+TRAFFIC_MAX_CONNECTIONS = 20_000
+TRAFFIC_MAX_S = 30.0
+WORKERS_GONE_TIMEOUT_S = 5.0
 
 
 def send_requests(port: int, count: int) -> None:
@@ -39,6 +53,44 @@ def settled_total(receiver: HeartbeatReceiver, amphora_id: str, listener_id: str
         history = receiver.history(amphora_id)
     receiver.wait_for(amphora_id, count=SETTLE_HEARTBEATS, after=time.time(), timeout=timeout)
     return receiver.history(amphora_id).summed(listener_id, "totconns")
+
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+
+
+@dataclass
+class Traffic:
+    """Connections made, one identical request each, and what came back."""
+
+    connections: int = 0
+    response_lengths: set[int] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
+
+    def exchange(self, port: int) -> None:
+        """Send REQUEST on a new connection and read the answer until haproxy closes it."""
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(REQUEST)
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        except OSError as exc:
+            self.failures.append(repr(exc))
+            return
+        response = b"".join(chunks)
+        self.connections += 1
+        self.response_lengths.add(len(response))
+        if not response.startswith(b"HTTP/1.1 200 "):
+            self.failures.append(repr(response[:80]))
+
+
+def keep_sending(port: int, traffic: Traffic, stop: threading.Event) -> None:
+    """New connections back to back until stop is set (bounded in count and time)."""
+    deadline = time.monotonic() + TRAFFIC_MAX_S
+    for _ in range(TRAFFIC_MAX_CONNECTIONS):
+        if stop.is_set() or time.monotonic() > deadline:
+            return
+        traffic.exchange(port)
 
 
 @pytest.fixture
@@ -116,6 +168,53 @@ def test_totconns_exact_across_reloads(heartbeating_lb, receiver):
         # Reload right away: some of these connections were not reported by the old worker.
         agent.client.reload(lb.lb_id)
     assert settled_total(receiver, agent.amphora_id, lb.listener_id, expected) == expected
+
+
+def test_counts_exact_across_reloads_under_traffic(heartbeating_lb, receiver):
+    """Connections keep coming while haproxy reloads, so old workers accept some right up to
+    their soft-stop: every connection and every byte is reported exactly once."""
+    agent, lb = heartbeating_lb
+    # haproxy's byte counters are not the wire bytes (it counts what it parsed), but the same
+    # exchange always counts the same: learn how much from connections no reload disturbs.
+    calibration = Traffic()
+    for _ in range(CALIBRATION_CONNECTIONS):
+        calibration.exchange(lb.port)
+    assert calibration.failures == []
+    settled_total(receiver, agent.amphora_id, lb.listener_id, CALIBRATION_CONNECTIONS)
+    calibrated = receiver.history(agent.amphora_id).totals(lb.listener_id)
+    assert calibrated["totconns"] == CALIBRATION_CONNECTIONS
+    per_connection = {name: calibrated[name] // CALIBRATION_CONNECTIONS for name in ("rx", "tx")}
+    assert {name: value * CALIBRATION_CONNECTIONS for name, value in per_connection.items()} == {
+        name: calibrated[name] for name in ("rx", "tx")}
+
+    traffic, stop = Traffic(), threading.Event()
+    for gap in RELOAD_GAPS_S:
+        stop.clear()
+        sender = threading.Thread(target=keep_sending, args=(lb.port, traffic, stop))
+        sender.start()
+        try:
+            for _ in range(RELOADS_PER_ROUND):
+                time.sleep(gap)
+                agent.client.reload(lb.lb_id)
+            time.sleep(gap)
+        finally:
+            stop.set()
+            sender.join(TRAFFIC_MAX_S)
+        assert not sender.is_alive()
+    assert traffic.failures == []
+    assert traffic.response_lengths == calibration.response_lengths
+    assert traffic.connections > len(RELOAD_GAPS_S) * RELOADS_PER_ROUND  # traffic flowed
+    expected = CALIBRATION_CONNECTIONS + traffic.connections
+    assert settled_total(receiver, agent.amphora_id, lb.listener_id, expected) == expected
+    totals = receiver.history(agent.amphora_id).totals(lb.listener_id)
+    assert {name: totals[name] for name in ("rx", "tx")} == {
+        name: value * expected for name, value in per_connection.items()}
+    # Every old worker the agent held was let go once drained: only the current one is left.
+    master = psutil.Process(int((agent.base_path / lb.lb_id / f"{lb.lb_id}.pid").read_text()))
+    deadline = time.monotonic() + WORKERS_GONE_TIMEOUT_S
+    while len(master.children()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(master.children()) == 1
 
 
 def test_totconns_exact_across_stop_and_start(heartbeating_lb, receiver):
