@@ -181,12 +181,6 @@ def test_no_count_lost_or_doubled_across_reloads(
     assert tally.settled()["totconns"] == tally.connections
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known limitation, agent on haproxy 2.6: counters live in each worker, and the agent "
-    "banks the old worker's counts just before the reload; connections that worker accepts "
-    "between that reading and its soft-stop (after the new worker is ready, ~0.1 s) are never "
-    "reported. Measured over 3 reloads at ~120 connections/s: 0 to 51 of ~620 lost, by chance "
-    "of which worker accepts."))
 def test_no_count_lost_across_reloads_under_traffic(
     vip: str, tally: ListenerTally, controller: LoadBalancerController, amphora: Amphora,
 ) -> None:
