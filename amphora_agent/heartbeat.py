@@ -95,8 +95,7 @@ class HealthCollector:
         deadline = time.monotonic() + HOLD_ATTEMPTS_S
         while not self._try_hold(lb_id, stats_socket):
             if time.monotonic() > deadline:
-                LOG.warning("only held workers of %s answered; the running one is not held",
-                            lb_id)
+                LOG.warning("every haproxy worker of %s that answered is held already", lb_id)
                 return
             time.sleep(POLL_S)
 
