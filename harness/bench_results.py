@@ -71,10 +71,6 @@ METRICS: dict[str, MetricSpec] = {
 }
 
 
-def metric_key(name: str, variant: str | None = None) -> str:
-    return f"{name}[{variant}]" if variant else name
-
-
 def summarize(samples: Sequence[float]) -> dict[str, Any]:
     """Median and spread of samples (at least one)."""
     if not samples:

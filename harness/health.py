@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 HEX_DIGEST_LEN = 64
-STAT_FIELDS = ("tx", "rx", "conns", "totconns", "ereq")
 # Fields that are deltas since the previous message; "conns" is a current value.
 DELTA_FIELDS = ("tx", "rx", "totconns", "ereq")
 
