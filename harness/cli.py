@@ -61,7 +61,8 @@ from harness.topology import (
 from harness.traffic import TimelineRecorder
 
 CONSOLE = Console(stderr=True, log_path=False)
-OUT = Console()
+# Results tables: in a CI log (no terminal) rich would assume 80 columns and fold every cell.
+OUT = Console(width=None if sys.stdout.isatty() else 140)
 RESULTS_DIR = REPO_ROOT / "results"
 SCENARIOS_DIR = REPO_ROOT / "scenarios"
 CORE_SUITES = ("smoke", "config_push", "failover", "stats")
