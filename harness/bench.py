@@ -41,9 +41,9 @@ from typing import Any
 import requests
 
 from harness.bench_results import SCHEMA, metric_entries
-from harness.controller import LoadBalancerController, VipPort
+from harness.controller import LoadBalancerController
 from harness.images import REPO_ROOT
-from harness.lab import DATA_PLANE_MTU, NODE_HOSTS, Amphora, Lab, Member
+from harness.lab import NODE_HOSTS, Amphora, Lab, Member
 from harness.model import (
     InsertHeader,
     Listener,
@@ -51,7 +51,6 @@ from harness.model import (
     Pool,
     Protocol,
     Topology,
-    VipSubnet,
     VrrpGroup,
 )
 from harness.model import Member as LbMember
@@ -458,14 +457,10 @@ class Bench:
         self.say(f"failover {kind} {n + 1}/{self.settings.failover_repeats}: booting a pair")
         pair = lab.add_amphorae(2, topology=Topology.ACTIVE_STANDBY.value)
         vip = lab.allocate_vip()
-        subnet = VipSubnet(cidr=str(lab.plan("vip").subnet), gateway=str(lab.gateway("vip")))
         ports = []
         for amphora in pair:
             lab.plug_member_network(amphora)
-            port = self.provider.attach_port(amphora.node, lab.networks["vip"])
-            amphora.ports.append(port)
-            ports.append(VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
-                                 subnet=subnet, mtu=DATA_PLANE_MTU))
+            ports.append(lab.attach_vip_port(amphora))
         lb = _http_lb(vip, [member], topology=Topology.ACTIVE_STANDBY)
         LoadBalancerController(lb, [a.client for a in pair],
                                vrrp_group=VrrpGroup(**FAILOVER_VRRP)).create(ports)

@@ -35,7 +35,9 @@ import tenacity
 
 from harness.agent_config import AgentSettings, render_agent_config
 from harness.client import AmphoraAPIError, AmphoraClient
+from harness.controller import VipPort
 from harness.faults import remove_lab_tables
+from harness.model import VipSubnet
 from harness.pki import LabPKI
 from harness.providers import labs_on_host
 from harness.providers.base import (
@@ -472,6 +474,15 @@ class Lab:
         port = self.provider.attach_port(amphora.node, self.networks[network_role])
         amphora.ports.append(port)
         return port
+
+    def attach_vip_port(self, amphora: Amphora) -> VipPort:
+        """The cloud's half of a VIP port, described as a controller learns it (MAC, fixed IP,
+        subnet, MTU): for flows that POST plug/vip themselves through harness.controller."""
+        port = self.attach_port(amphora, "vip")
+        plan = self.plan("vip")
+        return VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
+                       subnet=VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway)),
+                       mtu=DATA_PLANE_MTU)
 
     def plug_vip(self, amphora: Amphora, vip: IPv4Address | None = None, *,
                  additional_vips: tuple[IPv4Address, ...] = ()) -> Port:

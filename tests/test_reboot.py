@@ -28,25 +28,6 @@ CLIENT = "198.19.200.50/24"
 VRRP_TIMEOUT_S = 40.0
 
 
-def answering_config(base_path: Path, lb_id: str, listener_id: str, vip: str, port: int,
-                     answer: str) -> str:
-    """A load balancer with one listener on vip:port that answers `answer` (no member)."""
-    return f"""global
-    daemon
-    stats socket {base_path}/{lb_id}.sock mode 0666 level user
-
-defaults
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-frontend {listener_id}
-    bind {vip}:{port}
-    mode http
-    http-request return status 200 content-type text/plain string "{answer}"
-"""
-
-
 @dataclass(frozen=True)
 class Lb:
     lb_id: str
@@ -56,8 +37,8 @@ class Lb:
 
 def upload(agent, vip: str, port: int, answer: str) -> Lb:
     lb = Lb(str(uuid.uuid4()), str(uuid.uuid4()), port)
-    agent.client.upload_config(lb.lb_id, answering_config(agent.base_path, lb.lb_id,
-                                                          lb.listener_id, vip, port, answer))
+    agent.client.upload_config(lb.lb_id, vrrp.haproxy_config(
+        agent.base_path, lb.lb_id, lb.listener_id, answer, bind=f"{vip}:{port}"))
     return lb
 
 
@@ -122,8 +103,9 @@ def test_reboot_brings_back_ports_and_the_load_balancers_that_were_running(agent
     agent.client.delete_lb(deleted.lb_id)
     # Uploaded again under the same id but not started: a deleted load balancer's wish to run
     # must not survive its deletion.
-    agent.client.upload_config(deleted.lb_id, answering_config(
-        agent.base_path, deleted.lb_id, deleted.listener_id, VIP, deleted.port, "deleted"))
+    agent.client.upload_config(deleted.lb_id, vrrp.haproxy_config(
+        agent.base_path, deleted.lb_id, deleted.listener_id, "deleted",
+        bind=f"{VIP}:{deleted.port}"))
     client = lab.add_client(CLIENT)
     assert lab.http_get(client, f"http://{VIP}:8080/") == "running"
     before = data_plane(namespace)

@@ -88,8 +88,9 @@ vrrp_instance {VRRP_ID}_pair {{
 """
 
 
-def haproxy_config(base_path: Path, lb_id: str, listener_id: str, name: str) -> str:
-    """A listener on the VIP that answers with the amphora's name (no member needed)."""
+def haproxy_config(base_path: Path, lb_id: str, listener_id: str, name: str,
+                   bind: str = f"{VIP}:{LISTEN_PORT}") -> str:
+    """A listener on bind (the VIP) that answers with name (no member needed)."""
     return f"""global
     daemon
     stats socket {base_path}/{lb_id}.sock mode 0666 level user
@@ -100,7 +101,7 @@ defaults
     timeout server 30s
 
 frontend {listener_id}
-    bind {VIP}:{LISTEN_PORT}
+    bind {bind}
     mode http
     http-request return status 200 content-type text/plain string "{name}"
 """

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.controller import LoadBalancerController, VipPort
+from harness.controller import LoadBalancerController
 from harness.fixtures_loader import load_lb
-from harness.lab import DATA_PLANE_MTU, Amphora, Lab, Member
-from harness.model import VipSubnet
+from harness.lab import Amphora, Lab, Member
 from harness.pki import CertificateAuthority
 from harness.pytest_plugin import LabShape
 from harness.traffic import TimelineRecorder
@@ -56,14 +55,10 @@ def pair_under_test(lab: Lab, amphorae: list[Amphora], members: list[Member],
                     for name, host in SITE_NAMES.items()}
     addresses = {"vip": str(vip), "m1": str(members[0].address), "m2": str(members[1].address)}
     lb = load_lb(LB_DEFINITION, addresses=addresses, certificates=certificates)
-    plan = lab.plan("vip")
-    subnet = VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway))
     vip_ports = []
     for amphora in amphorae:
         lab.plug_member_network(amphora)
-        port = lab.attach_port(amphora, "vip")
-        vip_ports.append(VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
-                                 subnet=subnet, mtu=DATA_PLANE_MTU))
+        vip_ports.append(lab.attach_vip_port(amphora))
     controller = LoadBalancerController(lb, [a.client for a in amphorae], vrrp_group=VRRP)
     controller.create(vip_ports)
     return Pair(lab, lb, controller, list(amphorae), list(members), tenant_ca)

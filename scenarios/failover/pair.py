@@ -16,10 +16,10 @@ import requests
 import testinfra
 
 from harness.client import AmphoraAPIError
-from harness.controller import LoadBalancerController, VipPort
+from harness.controller import LoadBalancerController
 from harness.faults import DATA_PLANE_NAMESPACE
-from harness.lab import DATA_PLANE_MTU, Amphora, Lab, Member
-from harness.model import LoadBalancer, VipSubnet, VrrpGroup, VrrpRole
+from harness.lab import Amphora, Lab, Member
+from harness.model import LoadBalancer, VrrpGroup, VrrpRole
 from harness.pki import CertificateAuthority
 from harness.plots import plot_timeline
 from harness.traffic import Timeline, TimelineRecorder
@@ -146,14 +146,7 @@ class Pair:
             self.lab.provider.kill(lost.node)
         new = self.lab.add_amphora(topology=TOPOLOGY)
         self.lab.plug_member_network(new)
-        port = self.lab.attach_port(new, "vip")
-        plan = self.lab.plan("vip")
-        vip_port = VipPort(
-            mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
-            subnet=VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway)),
-            mtu=DATA_PLANE_MTU,
-        )
-        self.controller.replace_amphora(lost.id, new.client, vip_port)
+        self.controller.replace_amphora(lost.id, new.client, self.lab.attach_vip_port(new))
         self.amphorae[self.amphorae.index(lost)] = new
         self.replaced.append(lost.id)
         return new

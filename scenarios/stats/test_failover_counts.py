@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 from harness import model
-from harness.controller import LoadBalancerController, VipPort
+from harness.controller import LoadBalancerController
 from harness.faults import FaultInjector
 from harness.health import HeartbeatReceiver
-from harness.lab import DATA_PLANE_MTU, Amphora, Lab, Member
+from harness.lab import Amphora, Lab, Member
 from harness.pytest_plugin import LabShape
 from harness.stats import http_exchange, http_request
 
@@ -40,15 +40,10 @@ def controller(lab: Lab, amphorae: list[Amphora], members: list[Member]
                ) -> Iterator[LoadBalancerController]:
     """The create flow of an ACTIVE_STANDBY load balancer: the first amphora is the MASTER."""
     vip = lab.allocate_vip()
-    plan = lab.plan("vip")
-    subnet = model.VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway))
     vip_ports = []
     for amphora in amphorae:
         lab.plug_member_network(amphora)
-        port = lab.provider.attach_port(amphora.node, lab.networks["vip"])
-        amphora.ports.append(port)
-        vip_ports.append(VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
-                                 subnet=subnet, mtu=DATA_PLANE_MTU))
+        vip_ports.append(lab.attach_vip_port(amphora))
     pool = model.Pool(members=[model.Member(address=str(m.address), port=m.port("http"))
                                for m in members])
     lb = model.LoadBalancer(vip_address=str(vip), topology=model.Topology.ACTIVE_STANDBY,
