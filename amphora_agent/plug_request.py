@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 MIN_MTU, MAX_MTU = 68, 65535
@@ -62,22 +64,22 @@ class NetworkPlug:
     vip: VipPlug | None = None
 
 
-def _address(value: Any, what: str) -> IPAddress:
+def _parsed(value: Any, what: str, parse: Callable[[str], T]) -> T:
+    """value (a JSON field) parsed, or a ValueError that names the field."""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a string, not {type(value).__name__}")
     try:
-        return ipaddress.ip_address(value)
+        return parse(value)
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}") from exc
+
+
+def _address(value: Any, what: str) -> IPAddress:
+    return _parsed(value, what, ipaddress.ip_address)
 
 
 def _network(value: Any, what: str) -> IPNetwork:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string, not {type(value).__name__}")
-    try:
-        return ipaddress.ip_network(value)
-    except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from exc
+    return _parsed(value, what, ipaddress.ip_network)
 
 
 def _host_routes(value: Any) -> tuple[HostRoute, ...]:
