@@ -29,7 +29,7 @@ import amphora_agent
 from amphora_agent import iproute, netns
 from amphora_agent.config import AgentConfig
 from amphora_agent.fsutil import atomic_write
-from amphora_agent.processes import run_command, terminate_tree, wait_for
+from amphora_agent.processes import run_command, terminate_all, terminate_tree, wait_for
 
 LOG = logging.getLogger(__name__)
 
@@ -145,6 +145,17 @@ class KeepalivedSupervisor:
     def is_running(self) -> bool:
         return self.main_process() is not None
 
+    def leftover_processes(self) -> list[psutil.Process]:
+        """keepalived processes started on our config and pid file, other than a live parent:
+        the VRRP child of a parent that was killed lives on for a moment to hand the VIP back,
+        and on its way out it deletes the VRRP pid file, the new parent's included."""
+        main = self.main_process()
+        family = {main.pid, *(child.pid for child in _children(main))} if main else set()
+        # Only a running keepalived is given our pid file (config tests are not).
+        return [process for process in psutil.process_iter(["cmdline"])
+                if str(self.pid_path) in (process.info["cmdline"] or [])
+                and process.pid not in family]
+
     def holds_vip(self) -> bool:
         """True when this amphora carries a virtual address of the config (VRRP MASTER)."""
         try:
@@ -210,6 +221,7 @@ class KeepalivedSupervisor:
         self._ensure_namespace()
         self.write_check_scripts()
         self.check(self.config_path)
+        self._clear_leftovers()
         for stale in (self.pid_path, self.vrrp_pid_path, self.checkers_pid_path):
             stale.unlink(missing_ok=True)
         argv = netns.in_namespace(
@@ -257,6 +269,7 @@ class KeepalivedSupervisor:
             if self._child is not None:
                 self._child.poll()
                 self._child = None
+        self._clear_leftovers()
         for pid_file in (self.pid_path, self.vrrp_pid_path, self.checkers_pid_path):
             pid_file.unlink(missing_ok=True)
         return "stop"
@@ -271,6 +284,11 @@ class KeepalivedSupervisor:
                 f"cannot prepare namespace {self._config.network_namespace}: "
                 f"{(exc.stderr or b'').decode(errors='replace').strip()}") from exc
 
+    def _clear_leftovers(self) -> None:
+        survivors = terminate_all(self.leftover_processes(), STOP_TIMEOUT_S)
+        if survivors:
+            raise KeepalivedError(f"leftover keepalived processes {survivors} did not exit")
+
     def _log_tail(self) -> str:
         try:
             with open(self.log_path, "rb") as log:
@@ -279,3 +297,11 @@ class KeepalivedSupervisor:
                 return log.read().decode(errors="replace")
         except OSError:
             return ""
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+

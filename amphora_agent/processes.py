@@ -55,13 +55,28 @@ def run_command(
 
 
 def terminate_tree(main: psutil.Process, timeout: float) -> list[int]:
-    """SIGTERM main, then SIGKILL whatever of it and its children outlives timeout.
-    Returns the pids still alive after that (empty when everything exited)."""
+    """SIGTERM main (it stops its own children), then SIGKILL whatever of it and its children
+    outlives timeout. Returns the pids still alive after that (empty when everything exited)."""
     try:
         processes = [main, *main.children()]
         main.terminate()
     except psutil.NoSuchProcess:
         return []
+    return _kill_survivors(processes, timeout)
+
+
+def terminate_all(processes: list[psutil.Process], timeout: float) -> list[int]:
+    """SIGTERM every process, then SIGKILL whatever outlives timeout.
+    Returns the pids still alive after that (empty when everything exited)."""
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+            # A stopped process would hold SIGTERM pending until continued.
+            process.resume()
+    return _kill_survivors(processes, timeout)
+
+
+def _kill_survivors(processes: list[psutil.Process], timeout: float) -> list[int]:
     if wait_for(lambda: not alive(processes), timeout):
         return []
     for process in alive(processes):

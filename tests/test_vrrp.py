@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from amphora_agent.processes import alive
 from harness.client import AmphoraAPIError
 from harness.health import HeartbeatReceiver
 from tests.netns_lab import NetnsLab
@@ -213,6 +214,26 @@ def test_vip_moves_when_the_holders_keepalived_is_killed(pair):
     assert holder.agent.client.vrrp_action("start")["details"] == "keepalived started"
     time.sleep(4)
     assert pair.holders() == [other]
+
+
+def test_start_clears_what_a_killed_keepalived_left_behind(pair):
+    holder = pair.wait_for_single_holder()
+    other = next(a for a in pair.amphorae if a is not holder)
+    parent = psutil.Process(holder.keepalived_pid())
+    orphans = parent.children()
+    assert orphans, "keepalived --vrrp runs a VRRP child"
+    # A killed keepalived's VRRP child lives on for a moment to give the VIP back, and on its
+    # way out deletes the VRRP pid file; frozen, it stays in that moment for as long as we like.
+    for orphan in orphans:
+        orphan.suspend()
+    parent.kill()
+    assert holder.agent.client.vrrp_action("start")["details"] == "keepalived started"
+    assert not alive(orphans)
+    restarted = psutil.Process(holder.keepalived_pid())
+    assert restarted.pid != parent.pid and restarted.children()
+    assert (holder.agent.base_path / "vrrp" / "octavia-keepalived-vrrp.pid").is_file()
+    assert holder.agent.client.get_details()["topology_status"] == "OK"
+    assert pair.wait_for_single_holder(not_this=holder) is other
 
 
 def test_vip_moves_when_the_holders_haproxy_dies(pair):
