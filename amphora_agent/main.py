@@ -23,6 +23,7 @@ from amphora_agent.ping_wrapper import install_ping_wrapper
 from amphora_agent.plug import Plugger
 from amphora_agent.restore import restore_data_plane
 from amphora_agent.server import AgentServer, make_tls_context
+from amphora_agent.vip_firewall import VipFirewall
 
 LOG = logging.getLogger("amphora_agent")
 
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         config.base_path / DESIRED_STATE_FILE)
     # After a reboot of the amphora nothing of the data plane is left: bring back what the
     # controller last asked for (after an agent-only restart everything runs and this is a no-op).
-    restore_data_plane(Plugger.for_config(config), desired, haproxy, keepalived)
+    restore_data_plane(Plugger.for_config(config), desired, haproxy, keepalived,
+                       VipFirewall(config))
     start_heartbeat(context)
     app = create_app(context)
     server = AgentServer(

@@ -53,6 +53,8 @@ class VipPlug:
     vrrp_ip: IPAddress | None
     # More addresses on the VIP port (plug/network's vip_net_info case).
     fixed_ips: tuple[SubnetAddress, ...] = ()
+    # An SR-IOV port (vnic_type direct): no security groups, the amphora filters (vip_firewall).
+    is_sriov: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class NetworkPlug:
     fixed_ips: tuple[SubnetAddress, ...]
     # Set when the driver re-plugs the VRRP port itself with a new subnet (vip_net_info).
     vip: VipPlug | None = None
+    is_sriov: bool = False
 
 
 def _parsed(value: Any, what: str, parse: Callable[[str], T]) -> T:
@@ -124,6 +127,15 @@ def _mtu(body: dict[str, Any], message: str) -> int | None:
     return mtu
 
 
+def _is_sriov(body: dict[str, Any], message: str) -> bool:
+    value = body.get("is_sriov")
+    if value is None:  # Octavia's driver sends null for a port it has not looked at
+        return False
+    if not isinstance(value, bool):
+        raise PlugRequestError(message, f"is_sriov {value!r} is not true or false")
+    return value
+
+
 def parse_vip_request(vip: str, body: Any) -> VipPlug:
     """POST plug/vip/{vip}: Octavia's net_info (subnet_cidr, gateway, mac_address, ...)."""
     if not isinstance(body, dict) or not {"subnet_cidr", "gateway", "mac_address"} <= body.keys():
@@ -131,6 +143,7 @@ def parse_vip_request(vip: str, body: Any) -> VipPlug:
                                "a JSON object with subnet_cidr, gateway and mac_address is needed")
     mac = _mac(body, "Invalid subnet information")
     mtu = _mtu(body, "Invalid subnet information")
+    is_sriov = _is_sriov(body, "Invalid subnet information")
     extra = body.get("additional_vips") or []
     try:
         if not isinstance(extra, list) or not all(isinstance(v, dict) for v in extra):
@@ -148,7 +161,7 @@ def parse_vip_request(vip: str, body: Any) -> VipPlug:
                                       "vrrp_ip").address
         except ValueError as exc:
             raise PlugRequestError("Invalid VRRP Address", str(exc)) from exc
-    return VipPlug(mac=mac, mtu=mtu, vips=tuple(vips), vrrp_ip=vrrp_ip)
+    return VipPlug(mac=mac, mtu=mtu, vips=tuple(vips), vrrp_ip=vrrp_ip, is_sriov=is_sriov)
 
 
 def _fixed_ips(value: Any) -> tuple[SubnetAddress, ...]:
@@ -168,6 +181,7 @@ def parse_network_request(body: Any) -> NetworkPlug:
                                "a JSON object with mac_address is needed")
     mac = _mac(body, "Invalid port information")
     mtu = _mtu(body, "Invalid port information")
+    is_sriov = _is_sriov(body, "Invalid port information")
     try:
         fixed_ips = _fixed_ips(body.get("fixed_ips"))
     except ValueError as exc:
@@ -180,5 +194,5 @@ def parse_network_request(body: Any) -> NetworkPlug:
                                    "vip_net_info must be an object with vip")
         plugged = parse_vip_request(vip_net_info["vip"], {**vip_net_info, "mac_address": mac})
         vip = VipPlug(mac=mac, mtu=mtu, vips=plugged.vips, vrrp_ip=plugged.vrrp_ip,
-                      fixed_ips=fixed_ips)
-    return NetworkPlug(mac=mac, mtu=mtu, fixed_ips=fixed_ips, vip=vip)
+                      fixed_ips=fixed_ips, is_sriov=is_sriov)
+    return NetworkPlug(mac=mac, mtu=mtu, fixed_ips=fixed_ips, vip=vip, is_sriov=is_sriov)

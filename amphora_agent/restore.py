@@ -17,17 +17,27 @@ from amphora_agent.desired_state import DesiredState
 from amphora_agent.haproxy import HaproxySupervisor
 from amphora_agent.keepalived import KeepalivedSupervisor
 from amphora_agent.plug import Plugger
+from amphora_agent.vip_firewall import VipFirewall
 
 LOG = logging.getLogger(__name__)
 
 
 def restore_data_plane(plugger: Plugger, desired: DesiredState, haproxy: HaproxySupervisor,
-                       keepalived: KeepalivedSupervisor) -> None:
-    # Ports first: keepalived needs its interface, and a member network must be there for
+                       keepalived: KeepalivedSupervisor, firewall: VipFirewall) -> None:
+    # The firewall before the ports: an SR-IOV port must never be there unfiltered.
+    reload_firewall(firewall)
+    # Ports next: keepalived needs its interface, and a member network must be there for
     # haproxy's health checks.
     replug_ports(plugger)
     start_load_balancers(desired, haproxy)
     start_keepalived(desired, keepalived)
+
+
+def reload_firewall(firewall: VipFirewall) -> None:
+    try:
+        firewall.reload()
+    except Exception:
+        LOG.exception("the VIP firewall rules could not be loaded again")
 
 
 def replug_ports(plugger: Plugger) -> None:

@@ -272,16 +272,20 @@ class AmphoraClient:
 
     def plug_vip(self, vip: str, net_info: dict) -> dict:
         """net_info: subnet_cidr, gateway, mac_address (+ mtu, vrrp_ip, host_routes,
-        additional_vips)."""
+        additional_vips, is_sriov)."""
         return self._json("POST", f"/1.0/plug/vip/{vip}", json=net_info)
 
     def plug_network(self, port_info: dict) -> dict:
-        """port_info: mac_address (+ fixed_ips, mtu)."""
+        """port_info: mac_address (+ fixed_ips, mtu, is_sriov)."""
         return self._json("POST", "/1.0/plug/network", json=port_info)
 
     def get_interface(self, ip_address: str) -> str:
         """The name of the data-plane interface that holds ip_address."""
         return self._json("GET", f"/1.0/interface/{ip_address}")["interface"]
+
+    def set_interface_rules(self, ip_address: str, rules: list[dict]) -> dict:
+        """Replace the VIP firewall of an SR-IOV port: rules are {protocol, cidr, port}."""
+        return self._json("PUT", f"/1.0/interface/{ip_address}/rules", json=rules)
 
     def upload_vrrp_config(self, config: str | bytes) -> dict:
         return self._json("PUT", "/1.0/vrrp/upload", data=config)

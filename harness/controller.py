@@ -8,6 +8,9 @@ driver:
   haproxy.cfg, start; for a pair also upload each amphora's keepalived.conf and start VRRP;
 - update: upload changed certificates, upload haproxy.cfg, reload; then delete certificate files
   nothing refers to any more (so a rotation leaves only the new certificate behind);
+- with an SR-IOV VIP (sriov_vip), the VIP is plugged with is_sriov and, after every push, each
+  amphora gets its VIP firewall rules: every listener's port from its allowed_cidrs (anyone
+  when empty), and VRRP from the peer of a pair;
 - delete: DELETE the load balancer's listeners (the agent stops haproxy and removes its files);
 - replace_amphora (failover of one amphora, after the cloud booted its successor): plug the VIP
   on the new amphora, push certificates and haproxy.cfg and start it; for a pair re-render
@@ -20,6 +23,7 @@ Every file uploaded is checked against the md5 the agent answers with.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -57,9 +61,10 @@ class VipPort:
     subnet: VipSubnet
     mtu: int | None = None
 
-    def plug_request(self) -> dict:
+    def plug_request(self, sriov: bool = False) -> dict:
         """The body of POST /1.0/plug/vip/{vip}."""
         body: dict = {
+            "is_sriov": sriov,
             "subnet_cidr": self.subnet.cidr,
             "gateway": self.subnet.gateway,
             "mac_address": self.mac_address,
@@ -157,6 +162,8 @@ class LoadBalancerController:
         self._plug_vip(new, vip_port)
         self._push_to(new, action="start")
         self.amphorae[self.amphorae.index(lost)] = new
+        # The survivor's VRRP rule names the lost amphora's address until this.
+        self.push_firewall_rules()
         if self.is_pair:
             self.configure_vrrp()
             new.client.vrrp_action("start")
@@ -183,7 +190,7 @@ class LoadBalancerController:
     # --- steps ----------------------------------------------------------------------------
 
     def _plug_vip(self, amphora: _AmphoraState, port: VipPort) -> None:
-        amphora.client.plug_vip(self.lb.vip_address, port.plug_request())
+        amphora.client.plug_vip(self.lb.vip_address, port.plug_request(self.lb.sriov_vip))
         amphora.vip_port = port
         # The agent says where it plugged the port ("VIP ... plugged on interface X"); asking
         # by address is the documented way and works for an agent restarted since.
@@ -211,6 +218,26 @@ class LoadBalancerController:
     def _push(self, action: str) -> None:
         for amphora in self.amphorae:
             self._push_to(amphora, action)
+        self.push_firewall_rules()
+
+    def vrrp_ip(self, amphora_id: str) -> str:
+        """The amphora's own address on the VIP network (its VIP port's fixed IP)."""
+        amphora = next((a for a in self.amphorae if a.amphora_id == amphora_id), None)
+        if amphora is None or amphora.vip_port is None:
+            raise ControllerError(f"amphora {amphora_id} has no VIP port of {self.lb.id}")
+        return amphora.vip_port.vrrp_ip
+
+    def push_firewall_rules(self) -> None:
+        """Open each amphora's VIP firewall for the current model (SR-IOV VIPs only)."""
+        if not self.lb.sriov_vip:
+            return
+        for amphora in self.amphorae:
+            if amphora.vip_port is None:
+                raise ControllerError(f"amphora {amphora.amphora_id}: VIP not plugged")
+            peers = [other.vip_port.vrrp_ip for other in self.amphorae
+                     if other is not amphora and other.vip_port is not None]
+            amphora.client.set_interface_rules(amphora.vip_port.vrrp_ip,
+                                               vip_firewall_rules(self.lb, peers))
 
     def _push_to(self, amphora: _AmphoraState, action: str) -> None:
         # Render first: a model error must stop the flow before anything is sent.
@@ -254,6 +281,19 @@ class LoadBalancerController:
         for name in sorted(set(amphora.cert_files) - set(files)):
             amphora.client.delete_cert(self.lb.id, name)
             del amphora.cert_files[name]
+
+
+def vip_firewall_rules(lb: LoadBalancer, peer_vrrp_ips: Sequence[str]) -> list[dict]:
+    """The rules document of PUT /1.0/interface/{ip}/rules, built as Octavia's controller does:
+    one rule per listener and allowed CIDR (cidr null when the listener allows everyone; all
+    our listener protocols are TCP), then VRRP from each peer's address."""
+    rules = [{"protocol": "TCP", "cidr": cidr, "port": listener.port}
+             for listener in lb.listeners
+             for cidr in (listener.allowed_cidrs or [None])]
+    for address in peer_vrrp_ips:
+        host = ipaddress.ip_network(address)  # a single address: /32 or /128
+        rules.append({"protocol": "VRRP", "cidr": str(host), "port": 112})
+    return rules
 
 
 def _paths_for(

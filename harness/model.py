@@ -384,6 +384,9 @@ class LoadBalancer(Model):
     name: Name = None
     vip_address: Address
     topology: Annotated[Topology, g.one_of(Topology)] = Topology.SINGLE
+    # An SR-IOV VIP port (Octavia's vnic_type direct) bypasses security groups: the amphorae
+    # filter the VIP themselves, opened per listener port and allowed_cidrs by the controller.
+    sriov_vip: Annotated[bool, g.boolean] = False
     listeners: Annotated[list[Listener], many(Listener)] = field(default_factory=list)
 
     def listener(self, key: str) -> Listener:

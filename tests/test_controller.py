@@ -13,8 +13,14 @@ import uuid
 import pytest
 import requests
 
+from amphora_agent.vip_firewall import parse_rules
 from harness.client import AmphoraAPIError
-from harness.controller import ControllerError, LoadBalancerController, md5_hex
+from harness.controller import (
+    ControllerError,
+    LoadBalancerController,
+    md5_hex,
+    vip_firewall_rules,
+)
 from harness.model import (
     Certificate,
     Listener,
@@ -198,3 +204,18 @@ def test_two_load_balancers_on_one_amphora_are_independent(agent_factory, http_b
     assert [item["uuid"] for item in agent.client.get_listeners()] == [
         second.lb.listeners[0].id]
     assert str(uuid.UUID(second.lb.id)) == second.lb.id
+
+
+def test_sriov_firewall_rules_open_each_listener_to_its_cidrs_and_vrrp_to_the_peer():
+    web = http_listener(8080, allowed_cidrs=["198.18.0.0/24", "2001:db8::/64"])
+    raw = Listener(protocol=Protocol.TCP, port=9000)
+    lb = LoadBalancer(vip_address="198.18.0.10", listeners=[web, raw], sriov_vip=True)
+    assert vip_firewall_rules(lb, ["198.18.0.12", "2001:db8::12"]) == [
+        {"protocol": "TCP", "cidr": "198.18.0.0/24", "port": web.port},
+        {"protocol": "TCP", "cidr": "2001:db8::/64", "port": web.port},
+        {"protocol": "TCP", "cidr": None, "port": 9000},
+        {"protocol": "VRRP", "cidr": "198.18.0.12/32", "port": 112},
+        {"protocol": "VRRP", "cidr": "2001:db8::12/128", "port": 112},
+    ]
+    # What the rules document must be, the agent's own parser says.
+    assert len(parse_rules(vip_firewall_rules(lb, ["198.18.0.12"]))) == 4

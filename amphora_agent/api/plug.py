@@ -1,4 +1,5 @@
-"""Routes: plug the VIP port and member-network ports; which interface carries an address."""
+"""Routes: plug the VIP port and member-network ports; which interface carries an address;
+the VIP firewall of SR-IOV ports."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from amphora_agent.plug_request import (
     parse_network_request,
     parse_vip_request,
 )
+from amphora_agent.vip_firewall import FirewallError, RulesError, VipFirewall, parse_rules
 
 blueprint = Blueprint("plug", __name__, url_prefix="/1.0")
 
@@ -23,6 +25,20 @@ NO_INTERFACE = "No suitable network interface found"
 
 def _plugger() -> Plugger:
     return Plugger.for_config(ctx().config)
+
+
+def _firewall() -> VipFirewall:
+    return VipFirewall(ctx().config)
+
+
+def _close_firewall(is_sriov: bool, error: str) -> None:
+    """An SR-IOV port bypasses the cloud's security groups: drop all until rules arrive."""
+    if not is_sriov:
+        return
+    try:
+        _firewall().close_all()
+    except FirewallError as exc:
+        raise APIError(500, error, str(exc)) from exc
 
 
 def _accepted(details: str):
@@ -51,6 +67,7 @@ def plug_vip(vip: str):
                            f"{NO_INTERFACE} with MAC address {plug.mac}") from exc
         except PlugError as exc:
             raise APIError(500, "Error plugging VIP", str(exc)) from exc
+        _close_firewall(plug.is_sriov, "Error plugging VIP")
     return _accepted(f"VIP {plug.vips[0].address} plugged on interface {ifname}")
 
 
@@ -70,13 +87,13 @@ def plug_network():
                            f"{NO_INTERFACE} with MAC address {plug.mac}") from exc
         except PlugError as exc:
             raise APIError(500, "Error plugging network", str(exc)) from exc
+        _close_firewall(plug.is_sriov, "Error plugging network")
     if existed:
         return _accepted(f"Updated existing interface {ifname}")
     return _accepted(f"Plugged on interface {ifname}")
 
 
-@blueprint.get("/interface/<address>")
-def get_interface(address: str):
+def _interface_with(address: str) -> str:
     try:
         ipaddress.ip_address(address)
     except ValueError as exc:
@@ -85,4 +102,29 @@ def get_interface(address: str):
     if ifname is None:
         raise APIError(404, "Error interface not found for IP address",
                        f"no interface in the data plane carries {address}")
-    return jsonify(message="OK", interface=ifname)
+    return ifname
+
+
+@blueprint.get("/interface/<address>")
+def get_interface(address: str):
+    return jsonify(message="OK", interface=_interface_with(address))
+
+
+@blueprint.put("/interface/<address>/rules")
+def set_interface_rules(address: str):
+    """Open the VIP firewall for what the listeners need; everything else stays dropped.
+
+    Unlike Octavia's agent, an empty list is applied too (it closes every port): a load
+    balancer whose last listener went away should not keep the old ports open.
+    """
+    ifname = _interface_with(address)
+    try:
+        rules = parse_rules(_body())
+    except RulesError as exc:
+        raise APIError(400, "Invalid rules information", str(exc)) from exc
+    with ctx().lock("plug"):
+        try:
+            _firewall().allow(ifname, rules)
+        except FirewallError as exc:
+            raise APIError(500, "Error setting interface rules", str(exc)) from exc
+    return jsonify(message="OK")

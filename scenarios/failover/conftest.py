@@ -47,14 +47,22 @@ def tenant_ca() -> CertificateAuthority:
 
 
 @pytest.fixture(scope="module")
+def sriov_vip() -> bool:
+    """Whether the pair's VIP port is SR-IOV, so that the amphorae filter it themselves; a
+    module overrides this fixture to say so."""
+    return False
+
+
+@pytest.fixture(scope="module")
 def pair_under_test(lab: Lab, amphorae: list[Amphora], members: list[Member],
-                    tenant_ca: CertificateAuthority) -> Pair:
+                    tenant_ca: CertificateAuthority, sriov_vip: bool) -> Pair:
     """The create flow, as a controller runs it for an ACTIVE_STANDBY load balancer."""
     vip = lab.allocate_vip()
     certificates = {name: tenant_ca.issue(host, dns_names=(host,)).bundle
                     for name, host in SITE_NAMES.items()}
     addresses = {"vip": str(vip), "m1": str(members[0].address), "m2": str(members[1].address)}
     lb = load_lb(LB_DEFINITION, addresses=addresses, certificates=certificates)
+    lb.sriov_vip = sriov_vip
     vip_ports = []
     for amphora in amphorae:
         lab.plug_member_network(amphora)

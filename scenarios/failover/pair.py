@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,8 @@ MASTER_DOWN_S = 3 * VRRP.advert_int + (256 - VrrpRole.BACKUP.value) / 256 * VRRP
 # Bounds of the waits for a pair to settle (one master, the host's ARP entry on its MAC): the
 # master's periodic gratuitous ARPs (garp_master_refresh) put the host right at the latest then.
 SETTLE_TIMEOUT_S = MASTER_DOWN_S + VRRP.garp_refresh + 10
+# Waits for a takeover: the timers, then as much again for scheduling and the ARP update.
+TAKEOVER_TIMEOUT_S = 2 * MASTER_DOWN_S + 5
 # Consecutive answers through the VIP, all from one amphora, that count as "traffic flows".
 STEADY_ANSWERS = 10
 PROBE_TIMEOUT_S = 3.0
@@ -203,6 +206,14 @@ def tcp_line(address: str, port: int) -> dict:
 def save_timeline(directory: Path, name: str, timeline: Timeline, title: str) -> None:
     timeline.write_json(directory / f"{name}.json")
     plot_timeline(timeline, directory / f"{name}.png", title)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll condition (bounded) every half advert interval; fail saying what did not happen."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not within {timeout:.0f}s"
+        time.sleep(VRRP.advert_int / 2)
 
 
 def wait_for_answers(recorder: TimelineRecorder, amphora: Amphora, since: float,

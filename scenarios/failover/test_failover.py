@@ -22,10 +22,12 @@ from harness.traffic import Outage, Timeline, TimelineRecorder
 from scenarios.failover.pair import (
     MASTER_DOWN_S,
     SETTLE_TIMEOUT_S,
+    TAKEOVER_TIMEOUT_S,
     VRRP,
     Pair,
     disruption,
     save_timeline,
+    wait_for,
     wait_for_answers,
 )
 
@@ -35,8 +37,6 @@ from scenarios.failover.pair import (
 # core; 1.5 s covers that several times over while still failing on a missed or extra advert
 # interval's worth of delay plus more (an outage of 5.15 s or longer).
 KILL_MARGIN_S = 1.5
-# Waits for a takeover: the timers, then as much again for scheduling and the ARP update.
-TAKEOVER_TIMEOUT_S = 2 * MASTER_DOWN_S + 5
 # haproxy's death is noticed by the check script: up to check_fall failed runs, each up to
 # check_interval apart, then the backup's skew time.
 HAPROXY_KILL_TIMEOUT_S = VRRP.check_interval * (VRRP.check_fall + 1) + TAKEOVER_TIMEOUT_S
@@ -113,13 +113,6 @@ def assert_only(timeline: Timeline, amphora: Amphora, since: float,
     """Every request answered in [since, until) went through amphora, and some were."""
     assert timeline.answered_by(since, until).keys() == {amphora.id}, \
         f"answered by {timeline.answered_by(since, until)}, expected only {amphora.name}"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not within {timeout:.0f}s"
-        time.sleep(VRRP.advert_int / 2)
 
 
 
