@@ -55,6 +55,7 @@ from harness.model import (
 )
 from harness.model import Member as LbMember
 from harness.plots import plot_timeline
+from harness.polling import poll_until, wait_until
 from harness.providers.base import LAB_LABEL, OWNER_LABEL, ROLE_LABEL, Provider
 from harness.render import render_haproxy
 from harness.traffic import Timeline, TimelineRecorder
@@ -207,15 +208,6 @@ def _git_revision() -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _bounded_poll(check: Callable[[], bool], timeout: float, interval: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise BenchError(f"{what} within {timeout:.0f}s")
-
-
 class Bench:
     """One bench run on a provider (docker: the bare-container floor uses the engine directly).
     Progress goes to `say`; samples accumulate in `samples`, other findings in `facts`."""
@@ -358,7 +350,7 @@ class Bench:
                 return http.get(url, timeout=2).ok
             return False
 
-        _bounded_poll(serves, SERVING_TIMEOUT_S, 0.2, f"{url} did not answer")
+        wait_until(serves, SERVING_TIMEOUT_S, f"an answer from {url}", 0.2, BenchError)
 
     def versions(self, lab: Lab, amphora: Amphora, wrk: Wrk) -> dict[str, Any]:
         info = amphora.client.get_info()
@@ -446,9 +438,9 @@ class Bench:
             with _session() as http:
                 started = time.monotonic()
                 controller.update()
-                _bounded_poll(lambda t=target, h=http: _answered_by(h, url) == t.id,
-                              SERVING_TIMEOUT_S, PUSH_POLL_INTERVAL_S,
-                              f"push {n + 1}: member {target.name} did not answer")
+                wait_until(lambda t=target, h=http: _answered_by(h, url) == t.id,
+                           SERVING_TIMEOUT_S, f"push {n + 1}: an answer from {target.name}",
+                           PUSH_POLL_INTERVAL_S, BenchError)
                 self.add("config_push_to_serving_ms", (time.monotonic() - started) * 1000)
 
     # --- failover ------------------------------------------------------------------------------
@@ -502,8 +494,9 @@ class Bench:
                               for _ in range(PAIR_STEADY_ANSWERS)]
             return len(set(answers)) == 1 and answers[0] is not None
 
-        _bounded_poll(steady, PAIR_SETTLE_TIMEOUT_S, 0.5,
-                      f"the pair did not settle (answers from {set(answers)})")
+        if not poll_until(steady, PAIR_SETTLE_TIMEOUT_S, 0.5):
+            raise BenchError(f"the pair did not settle within {PAIR_SETTLE_TIMEOUT_S:.0f}s "
+                             f"(answers from {set(answers)})")
         return next(a for a in pair if a.id == answers[0])
 
     # --- artifacts ----------------------------------------------------------------------------

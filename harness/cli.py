@@ -38,6 +38,7 @@ from rich.table import Table
 from harness.faults import DATA_PLANE_NAMESPACE, remove_lab_tables
 from harness.images import RECIPES, REPO_ROOT, ImageBuilder
 from harness.lab import Lab, collect_leftovers
+from harness.polling import poll_until
 from harness.providers import PROVIDERS, make_provider
 from harness.providers.base import Provider
 from harness.providers.docker import DockerProvider
@@ -190,11 +191,8 @@ def _push(standing: StandingLab, lb_file: Path) -> None:
 
 
 def _wait_serving(standing: StandingLab) -> None:
-    deadline = time.monotonic() + SERVING_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if standing.answering_amphora() is not None:
-            return
-        time.sleep(0.3)
+    if poll_until(lambda: standing.answering_amphora() is not None, SERVING_TIMEOUT_S, 0.3):
+        return
     raise CommandError(f"nothing answers on the VIP after {SERVING_TIMEOUT_S:.0f}s "
                        "(`amphora-harness logs 0` shows the agent's log)")
 

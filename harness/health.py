@@ -25,6 +25,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from harness.polling import wait_until
+
 HEX_DIGEST_LEN = 64
 # Fields that are deltas since the previous message; "conns" is a current value.
 DELTA_FIELDS = ("tx", "rx", "totconns", "ereq")
@@ -209,11 +211,7 @@ class HeartbeatReceiver:
     def wait_until(self, condition: Callable[[], bool], timeout: float = 30.0,
                    what: str = "condition") -> None:
         """Poll condition (typically on the latest heartbeats) until it holds; bounded."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not reached within {timeout}s")
-            time.sleep(0.05)
+        wait_until(condition, timeout, what)
 
     def wait_for(
         self, amphora_id: str, count: int = 1, after: float = 0.0, timeout: float = 30.0

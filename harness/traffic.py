@@ -23,6 +23,8 @@ from pathlib import Path
 
 import requests
 
+from harness.polling import poll_until
+
 DEFAULT_TIMEOUT_S = 0.8
 # harness.member_server answers with this header; the rendered haproxy.cfg adds the other.
 MEMBER_HEADER = "X-Member-Id"
@@ -201,12 +203,7 @@ class TimelineRecorder:
 
     def wait_until(self, predicate: Callable[[Timeline], bool], timeout: float) -> bool:
         """Wait (bounded) until predicate holds on a snapshot of the timeline."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self.snapshot()):
-                return True
-            time.sleep(self.interval)
-        return predicate(self.snapshot())
+        return poll_until(lambda: predicate(self.snapshot()), timeout, self.interval)
 
     def snapshot(self) -> Timeline:
         with self._lock:

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from harness.client import AmphoraAPIError
+from harness.polling import poll_until
 
 BAD_CONFIG = "global\n    daemon\nthis_is_not_a_keyword\n"
 
@@ -29,15 +30,6 @@ def fetch(port: int, path: str = "/", timeout: float = 10.0) -> str:
 def refuses(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def wait_until(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def snapshot(directory) -> dict[str, bytes]:
@@ -238,7 +230,7 @@ def test_dead_haproxy_is_reported_not_restarted(running_lb):
     processes = [master, *master.children()]
     for process in processes:
         process.kill()
-    assert wait_until(lambda: refuses(lb.port))
+    assert poll_until(lambda: refuses(lb.port), timeout=10.0)
     assert agent.client.get_listeners() == [
         {"status": "ERROR", "uuid": lb.listener_id, "type": "HTTP"}]
     assert agent.client.get_details()["haproxy_count"] == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import time
 import uuid
 
 import pytest
@@ -14,6 +13,7 @@ import requests
 
 from harness.client import AmphoraAPIError, AmphoraClient
 from harness.pki import LabPKI
+from harness.polling import poll_until
 
 
 def attempt(port: int, context: ssl.SSLContext | None, request: bytes) -> bytes:
@@ -47,10 +47,7 @@ def driver_context(ca_path, client_pem=None) -> ssl.SSLContext:
 
 
 def wait_for_log(agent, text: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in agent.log():
-        assert time.monotonic() < deadline, f"{text!r} not logged:\n{agent.log()}"
-        time.sleep(0.05)
+    assert poll_until(lambda: text in agent.log(), timeout), f"{text!r} not logged:\n{agent.log()}"
 
 
 def assert_no_handler_ran(agent, lb_id: str) -> None:

@@ -8,13 +8,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from harness import polling
 from harness.stats import (
     StatsError,
     UnixStatsSocket,
@@ -46,11 +46,7 @@ class HostHaproxy:
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {WAIT_S}s")
-        time.sleep(0.05)
+    polling.wait_until(condition, WAIT_S, what)
 
 
 def answers(stats_socket: UnixStatsSocket) -> bool:

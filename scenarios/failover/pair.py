@@ -23,6 +23,7 @@ from harness.lab import Amphora, Lab, Member
 from harness.model import LoadBalancer, VrrpGroup, VrrpRole
 from harness.pki import CertificateAuthority
 from harness.plots import plot_timeline
+from harness.polling import wait_until
 from harness.traffic import Timeline, TimelineRecorder
 
 TOPOLOGY = "ACTIVE_STANDBY"
@@ -210,10 +211,7 @@ def save_timeline(directory: Path, name: str, timeline: Timeline, title: str) ->
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll condition (bounded) every half advert interval; fail saying what did not happen."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not within {timeout:.0f}s"
-        time.sleep(VRRP.advert_int / 2)
+    wait_until(condition, timeout, what, VRRP.advert_int / 2, AssertionError)
 
 
 def wait_for_answers(recorder: TimelineRecorder, amphora: Amphora, since: float,
