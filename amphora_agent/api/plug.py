@@ -3,7 +3,9 @@ the VIP firewall of SR-IOV ports."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+from collections.abc import Iterator
 
 from flask import Blueprint, jsonify, request
 
@@ -52,22 +54,28 @@ def _body():
     return request.get_json(force=True, silent=True)
 
 
+@contextlib.contextmanager
+def _plugging(mac: str, is_sriov: bool, error: str) -> Iterator[None]:
+    """One plug at a time; the plugger's failures as the API's errors; once an SR-IOV port is
+    plugged, its firewall closed."""
+    with ctx().lock("plug"):
+        try:
+            yield
+        except InterfaceNotFound as exc:
+            raise APIError(404, NO_INTERFACE, f"{NO_INTERFACE} with MAC address {mac}") from exc
+        except PlugError as exc:
+            raise APIError(500, error, str(exc)) from exc
+        _close_firewall(is_sriov, error)
+
+
 @blueprint.post("/plug/vip/<vip>")
 def plug_vip(vip: str):
     try:
         plug = parse_vip_request(vip, _body())
     except PlugRequestError as exc:
         raise APIError(400, exc.message, exc.details) from exc
-    context = ctx()
-    with context.lock("plug"):
-        try:
-            ifname = _plugger().plug_vip(plug, context.config.loadbalancer_topology)
-        except InterfaceNotFound as exc:
-            raise APIError(404, NO_INTERFACE,
-                           f"{NO_INTERFACE} with MAC address {plug.mac}") from exc
-        except PlugError as exc:
-            raise APIError(500, "Error plugging VIP", str(exc)) from exc
-        _close_firewall(plug.is_sriov, "Error plugging VIP")
+    with _plugging(plug.mac, plug.is_sriov, "Error plugging VIP"):
+        ifname = _plugger().plug_vip(plug, ctx().config.loadbalancer_topology)
     return _accepted(f"VIP {plug.vips[0].address} plugged on interface {ifname}")
 
 
@@ -77,17 +85,8 @@ def plug_network():
         plug = parse_network_request(_body())
     except PlugRequestError as exc:
         raise APIError(400, exc.message, exc.details) from exc
-    context = ctx()
-    with context.lock("plug"):
-        try:
-            ifname, existed = _plugger().plug_network(plug,
-                                                      context.config.loadbalancer_topology)
-        except InterfaceNotFound as exc:
-            raise APIError(404, NO_INTERFACE,
-                           f"{NO_INTERFACE} with MAC address {plug.mac}") from exc
-        except PlugError as exc:
-            raise APIError(500, "Error plugging network", str(exc)) from exc
-        _close_firewall(plug.is_sriov, "Error plugging network")
+    with _plugging(plug.mac, plug.is_sriov, "Error plugging network"):
+        ifname, existed = _plugger().plug_network(plug, ctx().config.loadbalancer_topology)
     if existed:
         return _accepted(f"Updated existing interface {ifname}")
     return _accepted(f"Plugged on interface {ifname}")
