@@ -15,6 +15,7 @@ import pytest
 from harness.client import AmphoraAPIError
 from harness.controller import LoadBalancerController, VipPort
 from harness.model import Listener, LoadBalancer, Member, Pool, Protocol, VipSubnet
+from harness.polling import poll_until
 from harness.render import AmphoraPaths
 from tests.netns_lab import NetnsLab
 
@@ -32,6 +33,7 @@ MEMBER_PORT = 8080
 READY_TIMEOUT_S = 15
 # A VRRP election and the gratuitous ARPs after it take a few advert intervals.
 VIP_ANSWER_ATTEMPTS = 30
+ELECTION_TIMEOUT_S = 30.0
 
 # Run in the client's namespace: GET url and print the answering amphora and member.
 _WHO_ANSWERS = """
@@ -131,6 +133,24 @@ def vrrp_master(agents) -> list[str]:
     return holders
 
 
+def settled_master(lab: NetnsLab, client: str, agents):
+    """The agent that holds the VIP once exactly one does and the VIP answers from it (bounded).
+
+    Which amphora wins the first election is not fixed: both keepalived start as BACKUP with
+    nopreempt (as Octavia configures them), and whichever Master_Down timer fires first takes
+    the VIP; the priorities only decide it when adverts already flow.
+    """
+    seen: dict = {}
+
+    def settled() -> bool:
+        seen["holders"], seen["answer"] = vrrp_master(agents), who_answers(lab, client, 80)
+        return (len(seen["holders"]) == 1
+                and seen["answer"].get("amphora") == seen["holders"][0])
+
+    assert poll_until(settled, ELECTION_TIMEOUT_S, 0.2), seen
+    return next(a for a in agents if a.amphora_id == seen["holders"][0])
+
+
 def test_active_standby_create_serves_from_the_master(agent_factory, lab, member):
     agents = start_agents(agent_factory, lab, "ACTIVE_STANDBY", 2)
     lb = http_lb("ACTIVE_STANDBY")
@@ -143,7 +163,7 @@ def test_active_standby_create_serves_from_the_master(agent_factory, lab, member
         for port, vrrp_ip in zip(ports, VRRP_IPS, strict=True)
     ])
     client = lab.add_client(f"{CLIENT}/24")
-    master = agents[0]
+    master = settled_master(lab, client, agents)
     assert first_answer(lab, client, 80) == {"amphora": master.amphora_id, "member": member}
     assert vrrp_master(agents) == [master.amphora_id]
     # Both run haproxy for the listener: the backup's binds the VIP it does not hold.
