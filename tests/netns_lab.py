@@ -106,7 +106,9 @@ class NetnsLab:
         outer = f"ah{self.lab_id}c{n}"
         self._bridged_veth(outer, f"b{n}")
         ip("link", "set", outer, "netns", name, "name", "eth0")
-        ip("-n", name, "addr", "add", address, "dev", "eth0")
+        # IPv6 without duplicate address detection: usable at once, not tentative for a second.
+        nodad = ["nodad"] if ":" in address else []
+        ip("-n", name, "addr", "add", address, "dev", "eth0", *nodad)
         ip("-n", name, "link", "set", "eth0", "up")
         if gateway:
             ip("-n", name, "route", "add", "default", "via", gateway)
