@@ -96,6 +96,7 @@ class RunningAgent:
     client: AmphoraClient
     probe_context: ssl.SSLContext
     process: subprocess.Popen | None = None
+    host: str = "127.0.0.1"
     _log_handles: list = field(default_factory=list)
 
     def start(self) -> None:
@@ -114,7 +115,7 @@ class RunningAgent:
             if self.process.poll() is not None:
                 pytest.fail(f"agent exited with {self.process.returncode}:\n{self.log()}")
             connection = http.client.HTTPSConnection(
-                "127.0.0.1", self.port, timeout=2, context=self.probe_context)
+                self.host, self.port, timeout=2, context=self.probe_context)
             try:
                 connection.request("GET", "/")
                 if connection.getresponse().status == 200:
@@ -182,7 +183,8 @@ def pki(tmp_path: Path) -> LabPKI:
 @pytest.fixture
 def agent_factory(pki: LabPKI) -> Iterator[Callable[..., RunningAgent]]:
     """agent_factory(amphora_id=None, network_namespace="", max_request_body_bytes=None,
-    server_pem=None, extra=None, client_options=None, **settings) -> RunningAgent
+    server_pem=None, extra=None, client_options=None, host="127.0.0.1", port=None,
+    **settings) -> RunningAgent
 
     settings are AgentSettings fields (topology, controllers, heartbeat_interval, ...); extra
     adds INI options: {"section": {"option": "value"}}. server_pem replaces the server
@@ -198,6 +200,8 @@ def agent_factory(pki: LabPKI) -> Iterator[Callable[..., RunningAgent]]:
         server_pem: Path | None = None,
         extra: dict[str, dict[str, str]] | None = None,
         client_options: dict | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
         **settings,
     ) -> RunningAgent:
         amphora_id = amphora_id or str(uuid.uuid4())
@@ -212,13 +216,13 @@ def agent_factory(pki: LabPKI) -> Iterator[Callable[..., RunningAgent]]:
         if max_request_body_bytes is not None:
             options.setdefault("amphora_agent", {})["max_request_body_bytes"] = str(
                 max_request_body_bytes)
-        port = _free_port()
+        port = port or _free_port()
         base_path = directory / "octavia"
         agent_settings = AgentSettings(
             amphora_id=amphora_id,
             ca_path=str(credentials.ca),
             server_pem_path=str(credentials.server_pem),
-            bind_host="127.0.0.1",
+            bind_host=host,
             bind_port=port,
             base_path=str(base_path),
             base_cert_dir=str(base_path / "certs"),
@@ -232,14 +236,14 @@ def agent_factory(pki: LabPKI) -> Iterator[Callable[..., RunningAgent]]:
         if network_namespace and not netns.namespace_exists(network_namespace):
             created_namespaces.append(network_namespace)
         client = AmphoraClient(
-            "127.0.0.1", port, amphora_id, pki.driver,
+            host, port, amphora_id, pki.driver,
             **{"retries": 5, "retry_interval": 0.2, "retry_deadline": 10.0,
                **(client_options or {})},
         )
         agent = RunningAgent(
             amphora_id=amphora_id, port=port, directory=directory, config_path=config_path,
             base_path=base_path, cert_dir=base_path / "certs", log_path=directory / "agent.log",
-            credentials=credentials, client=client, probe_context=_probe_context(pki),
+            credentials=credentials, client=client, probe_context=_probe_context(pki), host=host,
         )
         agents.append(agent)
         agent.start()

@@ -8,10 +8,12 @@ limited to 15 bytes), and close() removes all of it, whatever state a failed tes
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 NAMESPACE_PREFIX = "amphora-harness-"
@@ -113,6 +115,25 @@ class NetnsLab:
         if gateway:
             ip("-n", name, "route", "add", "default", "via", gateway)
         return name
+
+    @contextlib.contextmanager
+    def member_server(self, address: str, http_port: int, member_id: str) -> Iterator[str]:
+        """harness.member_server answering HTTP on address:http_port in a namespace of its own
+        on the VIP network, for as long as the context lasts; yields member_id."""
+        namespace = self.add_client(f"{address}/24")
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, "-m", "harness.member_server",
+             "--id", member_id, "--bind", address, "--http-port", str(http_port),
+             "--tcp-port", "0", "--udp-port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            ready = process.stdout.readline() if process.stdout else ""
+            assert '"ready": true' in ready, ready
+            yield member_id
+        finally:
+            process.kill()
+            process.wait(PROBE_TIMEOUT_S + 10)
 
     def _python_in(self, namespace: str, script: str, *args: str) -> str:
         argv = ["ip", "netns", "exec", namespace, sys.executable, "-c", script, *args]

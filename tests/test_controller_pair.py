@@ -56,20 +56,8 @@ def lab():
 @pytest.fixture
 def member(lab):
     """The member server (harness.member_server) in a namespace on the VIP network."""
-    namespace = lab.add_client(f"{MEMBER}/24")
-    process = subprocess.Popen(
-        ["ip", "netns", "exec", namespace, sys.executable, "-m", "harness.member_server",
-         "--id", "m1", "--bind", MEMBER, "--http-port", str(MEMBER_PORT), "--tcp-port", "0",
-         "--udp-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        ready = process.stdout.readline()
-        assert '"ready": true' in ready, ready
-        yield "m1"
-    finally:
-        process.kill()
-        process.wait(READY_TIMEOUT_S)
+    with lab.member_server(MEMBER, MEMBER_PORT, "m1") as member_id:
+        yield member_id
 
 
 def who_answers(lab: NetnsLab, client: str, port: int) -> dict:
@@ -133,7 +121,7 @@ def vrrp_master(agents) -> list[str]:
     return holders
 
 
-def settled_master(lab: NetnsLab, client: str, agents):
+def settled_master(lab: NetnsLab, client: str, agents, port: int = 80):
     """The agent that holds the VIP once exactly one does and the VIP answers from it (bounded).
 
     Which amphora wins the first election is not fixed: both keepalived start as BACKUP with
@@ -143,7 +131,7 @@ def settled_master(lab: NetnsLab, client: str, agents):
     seen: dict = {}
 
     def settled() -> bool:
-        seen["holders"], seen["answer"] = vrrp_master(agents), who_answers(lab, client, 80)
+        seen["holders"], seen["answer"] = vrrp_master(agents), who_answers(lab, client, port)
         return (len(seen["holders"]) == 1
                 and seen["answer"].get("amphora") == seen["holders"][0])
 
