@@ -130,6 +130,9 @@ def details(config: AgentConfig, haproxy: HaproxySupervisor,
         "memory": _memory(),
         "disk": _disk(),
         "load": [f"{value:.2f}" for value in os.getloadavg()],
+        # Octavia's driver pins haproxy threads to CPUs only under its "amphora" TuneD
+        # profile; no TuneD runs here, so none is active.
+        "active_tuned_profiles": "",
         **keepalived.topology(config.loadbalancer_topology),
         "listeners": listeners,
         "packages": {

@@ -115,6 +115,8 @@ def test_details_report_real_figures(running_lb):
     assert abs(details["disk"]["used"] - disk.used // 1024) < disk.total // 10240
     assert details["cpu"]["total"] >= details["cpu"]["user"] + details["cpu"]["system"] > 0
     assert len(details["load"]) == 3
+    assert details["cpu_count"] == os.cpu_count()
+    assert details["active_tuned_profiles"] == ""  # no TuneD: Octavia pins no CPUs then
     assert set(details["packages"]) == {"haproxy", "keepalived"}
     assert details["packages"]["haproxy"] == details["haproxy_version"]
     assert "lo" not in details["networks"]
