@@ -38,6 +38,7 @@ from amphora_agent import netns
 from harness.agent_config import AgentSettings, render_agent_config
 from harness.client import AmphoraClient
 from harness.pki import AmphoraCredentials, LabPKI
+from tests.netns_lab import NetnsLab
 
 AGENT_READY_TIMEOUT_S = 20.0
 PROCESS_EXIT_TIMEOUT_S = 10.0
@@ -173,6 +174,14 @@ def _alive(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.fixture
+def lab() -> Iterator[NetnsLab]:
+    """Test-made networks on this host (tests/netns_lab.py), all removed when the test ends.
+    (Scenario suites get a whole Lab under this name from harness.pytest_plugin instead.)"""
+    with NetnsLab() as running:
+        yield running
 
 
 @pytest.fixture

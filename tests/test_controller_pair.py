@@ -48,12 +48,6 @@ except OSError as exc:
 
 
 @pytest.fixture
-def lab():
-    with NetnsLab() as running:
-        yield running
-
-
-@pytest.fixture
 def member(lab):
     """The member server (harness.member_server) in a namespace on the VIP network."""
     with lab.member_server(MEMBER, MEMBER_PORT, "m1") as member_id:

@@ -187,12 +187,6 @@ def test_octavias_driver_updates_the_agent_config(driver, agent):
 
 
 @pytest.fixture
-def lab():
-    with NetnsLab() as running:
-        yield running
-
-
-@pytest.fixture
 def member(lab):
     with lab.member_server(pair.MEMBER, pair.MEMBER_PORT, "m1") as member_id:
         yield member_id

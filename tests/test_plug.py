@@ -9,7 +9,6 @@ import subprocess
 import pytest
 
 from harness.client import AmphoraAPIError
-from tests.netns_lab import NetnsLab
 
 pytestmark = pytest.mark.netns
 
@@ -51,12 +50,6 @@ def expect_error(status: int, message: str, call, *args) -> AmphoraAPIError:
         call(*args)
     assert (caught.value.status, caught.value.message) == (status, message), caught.value.details
     return caught.value
-
-
-@pytest.fixture
-def lab():
-    with NetnsLab() as running:
-        yield running
 
 
 @pytest.fixture

@@ -28,12 +28,6 @@ CLIENT4 = "198.19.220.50"
 PORT = 8080
 
 
-@pytest.fixture
-def lab():
-    with NetnsLab() as running:
-        yield running
-
-
 def ip6_json(namespace: str, *args: str) -> list[dict]:
     out = subprocess.run(["ip", "-n", namespace, "-6", "-j", *args], check=True,
                          capture_output=True, text=True).stdout.strip()

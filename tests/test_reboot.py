@@ -79,12 +79,6 @@ def listener_statuses(agent) -> dict[str, str]:
     return {item["uuid"]: item["status"] for item in agent.client.get_listeners()}
 
 
-@pytest.fixture
-def lab():
-    with NetnsLab() as running:
-        yield running
-
-
 @pytest.mark.netns
 def test_reboot_brings_back_ports_and_the_load_balancers_that_were_running(agent_factory, lab):
     namespace = lab.namespace("amp")

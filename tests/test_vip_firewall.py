@@ -93,12 +93,6 @@ def test_every_rendered_ruleset_passes_nfts_own_check(tmp_path):
 
 
 @pytest.fixture
-def lab():
-    with NetnsLab() as running:
-        yield running
-
-
-@pytest.fixture
 def sriov_amphora(agent_factory, lab: NetnsLab):
     """An agent whose VIP port was plugged as SR-IOV, serving one listener on the VIP, and two
     clients on the VIP network."""

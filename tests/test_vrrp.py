@@ -155,12 +155,6 @@ class Pair:
 
 
 @pytest.fixture
-def lab():
-    with NetnsLab() as running:
-        yield running
-
-
-@pytest.fixture
 def pair(agent_factory, lab) -> Pair:
     lb_id, listener_id = str(uuid.uuid4()), str(uuid.uuid4())
     amphorae = []
