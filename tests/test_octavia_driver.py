@@ -3,13 +3,11 @@
 package on PyPI) drives our agent over mutual TLS, and real haproxy serves what Octavia rendered.
 
 The driver runs in its own virtualenv (`.venv-octavia`, made by scripts/bootstrap) through
-tests/octavia_driver_probe.py, so Octavia's dependencies never meet the project's.
+harness.octavia_driver, so Octavia's dependencies never meet the project's.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,78 +16,36 @@ import psutil
 import pytest
 import requests
 
+from harness import octavia_driver
+from harness.octavia_driver import DriverSettings, OctaviaDriver
 from harness.pki import LabPKI
 from harness.polling import poll_until
 from tests import test_controller_pair as pair
 from tests.netns_lab import NetnsLab
 
-REPO = Path(__file__).resolve().parents[1]
-OCTAVIA_PYTHON = REPO / ".venv-octavia" / "bin" / "python"
-PROBE = Path(__file__).with_name("octavia_driver_probe.py")
 LOOPBACK = "127.0.0.1"
-PROBE_TIMEOUT_S = 120
 # Octavia renders an unlimited listener as maxconn 50000, for which haproxy wants about 125,000
 # file descriptors and refuses to start below that (strict-limits). A VM amphora allows that;
 # a test host may not (this project's CI host stops at 20,000), so listeners here are limited.
 CONNECTION_LIMIT = 2000
 
 
-class OctaviaDriver:
-    """The probe process: one JSON request per line, one JSON answer per line."""
+def settings_for(agent, pki: LabPKI) -> DriverSettings:
+    return DriverSettings(client_cert=pki.driver.client_pem, server_ca=pki.driver.ca,
+                          bind_port=agent.port, base_path=str(agent.base_path),
+                          base_cert_dir=str(agent.cert_dir))
 
-    def __init__(self, python: Path, agent_log: Callable[[], str]) -> None:
-        self._agent_log = agent_log
-        self._process = subprocess.Popen(
-            [str(python), str(PROBE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True)
 
-    def send(self, request: dict) -> dict:
-        assert self._process.stdin and self._process.stdout
-        self._process.stdin.write(json.dumps(request) + "\n")
-        self._process.stdin.flush()
-        line = self._process.stdout.readline()
-        assert line, f"the driver probe exited with {self._process.poll()}"
-        return json.loads(line)
-
-    def call(self, method: str, **args) -> object:
-        """A driver method; its failure fails the test with the driver's own message."""
-        answer = self.send({"op": "call", "method": method, "args": args})
-        assert answer["ok"], (f"Octavia's driver: {method} failed: {answer['error']}\n"
-                              f"the agent's log ends:\n{self._agent_log()[-3000:]}")
-        return answer["result"]
-
-    def configure_for(self, agent, pki: LabPKI) -> None:
-        """Octavia's configuration for this agent. Octavia assumes one layout and one port on
-        every amphora; agents sharing this host have their own base paths, so the driver is
-        configured again before it acts on another agent."""
-        answer = self.send({"op": "configure", "settings": {
-            "haproxy_amphora": {
-                "client_cert": str(pki.driver.client_pem), "server_ca": str(pki.driver.ca),
-                "bind_port": agent.port, "base_path": str(agent.base_path),
-                "base_cert_dir": str(agent.cert_dir), "connection_max_retries": 10,
-                "connection_retry_interval": 1, "rest_request_conn_timeout": 5,
-                "rest_request_read_timeout": 60},
-            "certificates": {"cert_manager": "local_cert_manager"},
-        }})
-        assert answer["ok"], answer
-        self._agent_log = agent.log
-
-    def close(self) -> None:
-        if self._process.stdin:
-            self._process.stdin.close()
-        try:
-            self._process.wait(PROBE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+def agent_log_tail(agent) -> Callable[[], str]:
+    return lambda: f"the agent's log ends:\n{agent.log()[-3000:]}"
 
 
 @pytest.fixture
 def octavia_python() -> Path:
-    if not OCTAVIA_PYTHON.exists():
+    if not octavia_driver.available():
         pytest.skip("Octavia's driver is not installed here: `bash scripts/bootstrap` makes "
                     ".venv-octavia")
-    return OCTAVIA_PYTHON
+    return octavia_driver.OCTAVIA_PYTHON
 
 
 @pytest.fixture
@@ -99,12 +55,9 @@ def agent(agent_factory):
 
 @pytest.fixture
 def driver(octavia_python: Path, agent, pki: LabPKI) -> Iterator[OctaviaDriver]:
-    probe = OctaviaDriver(octavia_python, agent.log)
-    try:
-        probe.configure_for(agent, pki)
+    with OctaviaDriver(octavia_python, context=agent_log_tail(agent)) as probe:
+        probe.configure(settings_for(agent, pki))
         yield probe
-    finally:
-        probe.close()
 
 
 def lb_spec(agent, listener_port: int, members: list[dict]) -> dict:
@@ -128,7 +81,7 @@ def get(port: int) -> requests.Response:
 
 
 def test_octavias_driver_discovers_and_queries_the_agent(driver, agent):
-    driver.send({"op": "model", "lb": lb_spec(agent, 1, [])})
+    driver.model(lb_spec(agent, 1, []))
     driver.call("check")  # version discovery: GET / gives api_version 1.0
     info = driver.call("get_info")
     assert info["api_version"] == "1.0" and info["haproxy_version"]
@@ -140,7 +93,7 @@ def test_octavias_rendered_config_is_pushed_started_updated_and_deleted(
         driver, agent, http_backend, free_port):
     port = free_port()
     spec = lb_spec(agent, port, [pool_member(http_backend.port)])
-    driver.send({"op": "model", "lb": spec})
+    driver.model(spec)
     # Octavia's create flow: render with its templates, upload, then reload (which the agent
     # turns into a start for a load balancer that does not run yet).
     driver.call("update_amphora_listeners")
@@ -153,7 +106,7 @@ def test_octavias_rendered_config_is_pushed_started_updated_and_deleted(
 
     # An update (a second member) is uploaded and reloaded; both serve.
     spec["listeners"][0]["members"].append(pool_member(http_backend.port, weight=3))
-    driver.send({"op": "model", "lb": spec})
+    driver.model(spec)
     driver.call("update_amphora_listeners")
     driver.call("reload")
     assert agent.client.get_config(spec["id"]).body.count("weight 3") == 1
@@ -167,7 +120,7 @@ def test_octavias_rendered_config_is_pushed_started_updated_and_deleted(
 
 
 def test_octavias_driver_rotates_the_server_certificate(driver, agent, pki: LabPKI):
-    driver.send({"op": "model", "lb": lb_spec(agent, 1, [])})
+    driver.model(lb_spec(agent, 1, []))
     rotated = pki.ca.issue_amphora(agent.amphora_id).bundle
     driver.call("upload_cert_amp", pem=rotated.decode())
     # The driver reconnects and checks the new certificate's CN against the amphora id.
@@ -175,7 +128,7 @@ def test_octavias_driver_rotates_the_server_certificate(driver, agent, pki: LabP
 
 
 def test_octavias_driver_updates_the_agent_config(driver, agent):
-    driver.send({"op": "model", "lb": lb_spec(agent, 1, [])})
+    driver.model(lb_spec(agent, 1, []))
     config = agent.config_path.read_text()
     assert "heartbeat_interval = 10.0" in config
     driver.call("update_amphora_agent_config",
@@ -231,22 +184,20 @@ def test_octavias_driver_builds_an_active_standby_pair(octavia_python, agent_fac
                        "members": [{"id": str(uuid.uuid4()), "address": pair.MEMBER,
                                     "port": pair.MEMBER_PORT}]}],
     }
-    probe = OctaviaDriver(octavia_python, agents[0].log)
-    try:
-        probe.send({"op": "model", "lb": spec})
+    with OctaviaDriver(octavia_python) as probe:
+        probe.model(spec)
         # Octavia's create flow for ACTIVE_STANDBY, amphora by amphora: plug the VIP port,
         # push the listeners, learn the VRRP interface, push keepalived.conf, start VRRP.
         for index, (agent, port) in enumerate(zip(agents, ports, strict=True)):
-            probe.configure_for(agent, pki)
+            probe.configure(settings_for(agent, pki))
+            probe.context = agent_log_tail(agent)
             probe.call("post_vip_plug", amphora=index, mac_address=port.mac)
             probe.call("update_amphora_listeners", amphora=index)
             assert probe.call("update_vrrp_interface", amphora=index) == "eth1"
             probe.call("update_vrrp_conf", amphora=index)
         for index, agent in enumerate(agents):
-            probe.configure_for(agent, pki)
+            probe.configure(settings_for(agent, pki))
             probe.call("start_vrrp_service", amphora=index)
-    finally:
-        probe.close()
 
     client = lab.add_client(f"{pair.CLIENT}/24")
     master = settled_holder(lab, client, agents, listener_port)

@@ -1,4 +1,4 @@
-"""OpenStack Octavia's own amphora driver, driven by tests/test_octavia_driver.py.
+"""OpenStack Octavia's own amphora driver, driven by harness/octavia_driver.py.
 
 This runs under a Python that has Octavia installed (`.venv-octavia`, made by scripts/bootstrap),
 never the project's: it imports nothing of ours, so what reaches the agent is exactly what
@@ -120,6 +120,17 @@ def call(driver, model: dict, method: str, args: dict):
                                               subnet=model["vip_subnet"])])
         return driver.post_vip_plug(amphora, lb, amphora_network_config(model), port,
                                     model["vip_subnet"], additional_vip_data=[])
+    if method == "get_interface_from_ip":
+        return driver.get_interface_from_ip(amphora, args["ip"])
+    if method == "post_network_plug":
+        subnet = network_models.Subnet(id="member-subnet", cidr=args["cidr"],
+                                       gateway_ip=args.get("gateway"), host_routes=[])
+        port = network_models.Port(
+            id=f"member-port-{args['mac_address']}", mac_address=args["mac_address"],
+            network=network_models.Network(id="member-network", mtu=args.get("mtu", 1500)),
+            fixed_ips=[network_models.FixedIP(subnet_id=subnet.id,
+                                              ip_address=args["ip_address"], subnet=subnet)])
+        return driver.post_network_plug(amphora, port, amphora_network_config(model))
     if method == "update_vrrp_interface":
         # Octavia's flow asks the amphora which interface carries its VRRP address.
         amphora.vrrp_interface = driver.get_interface_from_ip(amphora, amphora.vrrp_ip)
