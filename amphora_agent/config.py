@@ -8,6 +8,7 @@ can run several agents on one host.
 from __future__ import annotations
 
 import configparser
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,24 @@ class AgentConfig:
         return self.base_path / "vrrp"
 
 
+TOPOLOGIES = ("SINGLE", "ACTIVE_STANDBY")
+
+
+def _port(value: str, what: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{what}: {port} is not a port (1..65535)")
+    return port
+
+
+def _positive(value: str, what: str) -> float:
+    """A duration or size: finite and above zero (NaN, inf and 0 would stall or spin loops)."""
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"{what}: {value!r} is not a positive number")
+    return number
+
+
 def _parse_controllers(value: str) -> tuple[tuple[str, int], ...]:
     controllers = []
     for item in (part.strip() for part in value.split(",")):
@@ -55,8 +74,15 @@ def _parse_controllers(value: str) -> tuple[tuple[str, int], ...]:
         host, sep, port = item.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"controller_ip_port_list: {item!r} is not HOST:PORT")
-        controllers.append((host.strip("[]"), int(port)))
+        controllers.append((host.strip("[]"), _port(port, "controller_ip_port_list")))
     return tuple(controllers)
+
+
+def _topology(value: str) -> str:
+    topology = value.upper()
+    if topology not in TOPOLOGIES:
+        raise ConfigError(f"loadbalancer_topology: {value!r} is not one of {TOPOLOGIES}")
+    return topology
 
 
 def parse_config(text: str, source_file: Path | None = None) -> AgentConfig:
@@ -96,33 +122,34 @@ def parse_config(text: str, source_file: Path | None = None) -> AgentConfig:
                 get("haproxy_amphora", "base_cert_dir", str(base_path / "certs"))
             ),
             bind_host=get("haproxy_amphora", "bind_host", defaults.bind_host),
-            bind_port=int(get("haproxy_amphora", "bind_port", str(defaults.bind_port))),
+            bind_port=_port(get("haproxy_amphora", "bind_port", str(defaults.bind_port)),
+                            "bind_port"),
             haproxy_cmd=get("haproxy_amphora", "haproxy_cmd", defaults.haproxy_cmd),
-            agent_request_read_timeout=float(
+            agent_request_read_timeout=_positive(
                 get("amphora_agent", "agent_request_read_timeout",
-                    str(defaults.agent_request_read_timeout))
+                    str(defaults.agent_request_read_timeout)), "agent_request_read_timeout"
             ),
             agent_server_network_dir=Path(
                 get("amphora_agent", "agent_server_network_dir",
                     str(defaults.agent_server_network_dir))
             ),
-            loadbalancer_topology=get(
-                "controller_worker", "loadbalancer_topology", defaults.loadbalancer_topology
-            ).upper(),
+            loadbalancer_topology=_topology(get(
+                "controller_worker", "loadbalancer_topology", defaults.loadbalancer_topology)),
             controller_ip_port_list=_parse_controllers(
                 get("health_manager", "controller_ip_port_list", "")
             ),
-            heartbeat_interval=float(
-                get("health_manager", "heartbeat_interval", str(defaults.heartbeat_interval))
+            heartbeat_interval=_positive(
+                get("health_manager", "heartbeat_interval", str(defaults.heartbeat_interval)),
+                "heartbeat_interval"
             ),
             heartbeat_key=get("health_manager", "heartbeat_key", defaults.heartbeat_key),
             network_namespace=get(
                 "amphora_agent", "network_namespace", defaults.network_namespace
             ),
-            max_request_body_bytes=int(
+            max_request_body_bytes=int(_positive(
                 get("amphora_agent", "max_request_body_bytes",
-                    str(defaults.max_request_body_bytes))
-            ),
+                    str(defaults.max_request_body_bytes)), "max_request_body_bytes"
+            )),
             keepalived_cmd=get("amphora_agent", "keepalived_cmd", defaults.keepalived_cmd),
             source_file=source_file,
         )

@@ -96,8 +96,9 @@ def parse_rules(document: Any) -> list[Rule]:
         protocol, cidr, port = item["protocol"], item["cidr"], item["port"]
         if protocol not in PROTOCOLS:
             raise RulesError(f"{where}: protocol {protocol!r} is not one of {list(PROTOCOLS)}")
-        if isinstance(port, bool) or not isinstance(port, int | float) or port != int(port) \
-                or not 1 <= port <= 65535:
+        # The range first: JSON as Python reads it may carry NaN and Infinity.
+        if isinstance(port, bool) or not isinstance(port, int | float) \
+                or not 1 <= port <= 65535 or port != int(port):
             raise RulesError(f"{where}: port {port!r} is not a number in 1..65535")
         source = None
         if cidr is not None:

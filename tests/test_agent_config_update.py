@@ -88,6 +88,17 @@ BAD_FILES = {
     "bad-controller": lambda original: with_options(
         original, controller_ip_port_list=("health_manager", "no-port")).encode(),
     "not-utf8": lambda _original: b"\xff\xfe[amphora_agent]\n",
+    # Parsed fine as numbers, yet each would stall or spin the heartbeat loop.
+    "nan-interval": lambda original: with_options(
+        original, heartbeat_interval=("health_manager", "nan")).encode(),
+    "zero-interval": lambda original: with_options(
+        original, heartbeat_interval=("health_manager", "0")).encode(),
+    "infinite-interval": lambda original: with_options(
+        original, heartbeat_interval=("health_manager", "inf")).encode(),
+    "controller-port-out-of-range": lambda original: with_options(
+        original, controller_ip_port_list=("health_manager", "127.0.0.1:70000")).encode(),
+    "unknown-topology": lambda original: with_options(
+        original, loadbalancer_topology=("controller_worker", "ACTIVE_ACTIVE")).encode(),
 }
 
 

@@ -50,6 +50,8 @@ def test_octavias_rules_are_accepted():
     ([tcp(0, None)], "port 0"),
     ([tcp(65536, None)], "port 65536"),
     ([tcp(80.5, None)], "port 80.5"),
+    ([tcp(float("nan"), None)], "port nan"),
+    ([tcp(float("inf"), None)], "port inf"),
     ([{"protocol": "TCP", "cidr": None, "port": "80"}], "port '80'"),
     ([{"protocol": "TCP", "cidr": None, "port": True}], "port True"),
     ([tcp(80, "10.0.0.0/33")], "cidr '10.0.0.0/33'"),
