@@ -115,8 +115,10 @@ def vrrp_master(agents) -> list[str]:
     return holders
 
 
-def settled_master(lab: NetnsLab, client: str, agents, port: int = 80):
-    """The agent that holds the VIP once exactly one does and the VIP answers from it (bounded).
+def settled_master(lab: NetnsLab, client: str, agents, port: int = 80, not_this=None):
+    """The agent that holds the VIP once exactly one (other than not_this) does and the VIP
+    answers through it (bounded). An answer that names its amphora (our haproxy.cfg adds
+    X-Amphora-Id; Octavia's does not) must name the holder.
 
     Which amphora wins the first election is not fixed: both keepalived start as BACKUP with
     nopreempt (as Octavia configures them), and whichever Master_Down timer fires first takes
@@ -126,8 +128,11 @@ def settled_master(lab: NetnsLab, client: str, agents, port: int = 80):
 
     def settled() -> bool:
         seen["holders"], seen["answer"] = vrrp_master(agents), who_answers(lab, client, port)
-        return (len(seen["holders"]) == 1
-                and seen["answer"].get("amphora") == seen["holders"][0])
+        if len(seen["holders"]) != 1 or "error" in seen["answer"]:
+            return False
+        holder = seen["holders"][0]
+        return ((not_this is None or holder != not_this.amphora_id)
+                and seen["answer"].get("amphora") in (None, holder))
 
     assert poll_until(settled, ELECTION_TIMEOUT_S, 0.2), seen
     return next(a for a in agents if a.amphora_id == seen["holders"][0])

@@ -19,9 +19,7 @@ import requests
 from harness import octavia_driver
 from harness.octavia_driver import DriverSettings, OctaviaDriver
 from harness.pki import LabPKI
-from harness.polling import poll_until
 from tests import test_controller_pair as pair
-from tests.netns_lab import NetnsLab
 
 LOOPBACK = "127.0.0.1"
 # Octavia renders an unlimited listener as maxconn 50000, for which haproxy wants about 125,000
@@ -145,22 +143,6 @@ def member(lab):
         yield member_id
 
 
-def settled_holder(lab: NetnsLab, client: str, agents, port: int, not_this=None):
-    """The agent that holds the VIP once exactly one (other than not_this) does and the VIP
-    serves the member through it (bounded). Octavia's haproxy.cfg names no amphora in its
-    answers, so the holder is asked through the API."""
-    seen: dict = {}
-
-    def settled() -> bool:
-        seen["holders"] = pair.vrrp_master(agents)
-        seen["answer"] = pair.who_answers(lab, client, port)
-        return (len(seen["holders"]) == 1 and seen["answer"].get("member") == "m1"
-                and (not_this is None or seen["holders"][0] != not_this.amphora_id))
-
-    assert poll_until(settled, pair.ELECTION_TIMEOUT_S, 0.2), seen
-    return next(a for a in agents if a.amphora_id == seen["holders"][0])
-
-
 @pytest.mark.netns
 @pytest.mark.usefixtures("member")
 def test_octavias_driver_builds_an_active_standby_pair(octavia_python, agent_factory, pki,
@@ -200,7 +182,7 @@ def test_octavias_driver_builds_an_active_standby_pair(octavia_python, agent_fac
             probe.call("start_vrrp_service", amphora=index)
 
     client = lab.add_client(f"{pair.CLIENT}/24")
-    master = settled_holder(lab, client, agents, listener_port)
+    master = pair.settled_master(lab, client, agents, listener_port)
     backup = next(agent for agent in agents if agent is not master)
     for agent in agents:
         details = agent.client.get_details()
@@ -212,4 +194,4 @@ def test_octavias_driver_builds_an_active_standby_pair(octavia_python, agent_fac
         (master.base_path / spec["id"] / f"{spec['id']}.pid").read_text().split()[0]))
     for process in [haproxy, *haproxy.children()]:
         process.kill()
-    assert settled_holder(lab, client, agents, listener_port, not_this=master) is backup
+    assert pair.settled_master(lab, client, agents, listener_port, not_this=master) is backup

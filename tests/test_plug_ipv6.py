@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 
 import pytest
 
@@ -41,10 +42,10 @@ def global_addresses6(namespace: str, ifname: str) -> set[str]:
 
 
 def serve(agent, bind: str, answer: str) -> None:
-    lb_id, listener_id = vrrp.uuid.uuid4(), vrrp.uuid.uuid4()
-    agent.client.upload_config(str(lb_id), vrrp.haproxy_config(
-        agent.base_path, str(lb_id), str(listener_id), answer, bind=bind))
-    agent.client.start(str(lb_id))
+    lb_id, listener_id = str(uuid.uuid4()), str(uuid.uuid4())
+    agent.client.upload_config(lb_id, vrrp.haproxy_config(
+        agent.base_path, lb_id, listener_id, answer, bind=bind))
+    agent.client.start(lb_id)
 
 
 def get(lab: NetnsLab, client: str, host: str) -> str:
