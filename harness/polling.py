@@ -1,6 +1,7 @@
 """Bounded polling: every wait of the harness and its suites ends, in time and so in count.
 
-tenacity serves where failures are exceptions to retry (harness.client, harness.lab); these two
+tenacity serves where failures are exceptions to retry (harness.drivers.rest_client,
+harness.lab.lab); these two
 serve the many waits for a condition to become true.
 """
 

@@ -12,9 +12,9 @@ Fixtures (module-scoped unless noted; a module sizes its lab by overriding `lab_
     lab             one lab
     amphorae        lab_shape.amphorae booted amphorae, agents answering
     amphora         the first of them
-    amphora_client  its driver client (harness.client.AmphoraClient)
+    amphora_client  its driver client (harness.drivers.rest_client.AmphoraClient)
     amphora_host    a pytest-testinfra host inside it (processes, sockets, files)
-    members         lab_shape.members booted members (harness.member_server)
+    members         lab_shape.members booted members (harness.lab.member_server)
     vip_client      a node on the VIP network: a tenant's client VM
     heartbeats      the controller's heartbeat receiver on the lab's lb-mgmt gateway, trusting
                     a fresh key; a module points its amphorae at it with lab_shape's
@@ -34,12 +34,12 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from harness.client import AmphoraClient
-from harness.faults import FaultInjector
-from harness.health import HeartbeatReceiver
-from harness.lab import Amphora, Lab, Member, collect_leftovers
-from harness.providers import PROVIDERS, make_provider
-from harness.providers.base import Node, Provider, ProviderError
+from harness.drivers.rest_client import AmphoraClient
+from harness.faults.injector import FaultInjector
+from harness.lab.lab import Amphora, Lab, Member, collect_leftovers
+from harness.lab.providers import PROVIDERS, make_provider
+from harness.lab.providers.base import Node, Provider, ProviderError
+from harness.observe.heartbeats import HeartbeatReceiver
 
 LAB_FIXTURES = {"lab_factory", "lab_provider"}
 
@@ -64,7 +64,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @dataclass(frozen=True)
 class LabShape:
     """How many amphorae and members a module's lab boots, and agent settings for the
-    amphorae (harness.agent_config.AgentSettings fields, e.g. topology, controllers)."""
+    amphorae (harness.lab.agent_config.AgentSettings fields, e.g. topology, controllers)."""
 
     amphorae: int = 1
     members: int = 2
@@ -168,7 +168,8 @@ def vip_client(lab: Lab) -> Node:
 
 @pytest.fixture
 def faults(lab: Lab) -> Iterator[FaultInjector]:
-    """Faults for the module's lab (harness.faults). Whatever a test leaves active is healed
+    """Faults for the module's lab (harness.faults.injector). Whatever a test leaves active is
+    healed
     when it ends, also when it fails; a heal that fails is a teardown error."""
     injector = FaultInjector(lab)
     yield injector

@@ -35,10 +35,10 @@ import psutil
 import pytest
 
 from amphora_agent import netns
-from harness.agent_config import AgentSettings, render_agent_config
-from harness.client import AmphoraClient
-from harness.pki import AmphoraCredentials, LabPKI
-from tests.netns_lab import NetnsLab
+from harness.drivers.rest_client import AmphoraClient
+from harness.lab.agent_config import AgentSettings, render_agent_config
+from harness.lab.pki import AmphoraCredentials, LabPKI
+from tests.support.netns_lab import NetnsLab
 
 AGENT_READY_TIMEOUT_S = 20.0
 PROCESS_EXIT_TIMEOUT_S = 10.0
@@ -178,7 +178,7 @@ def _alive(process: psutil.Process) -> bool:
 
 @pytest.fixture
 def lab() -> Iterator[NetnsLab]:
-    """Test-made networks on this host (tests/netns_lab.py), all removed when the test ends.
+    """Test-made networks on this host (tests/support/netns_lab.py), all removed when the test ends.
     (Scenario suites get a whole Lab under this name from harness.pytest_plugin instead.)"""
     with NetnsLab() as running:
         yield running

@@ -1,5 +1,6 @@
 """Fixtures of the config_push suite: one amphora with its VIP and member ports plugged, three
-members, and `deploy`, which pushes a load balancer through harness.controller and deletes it
+members, and `deploy`, which pushes a load balancer through harness.drivers.controller and deletes
+it
 when the test ends. Everything is observed through real traffic to the VIP."""
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import pytest
 import requests
 import tenacity
 
-from harness.controller import LoadBalancerController
-from harness.fixtures_loader import lb_fixture, load_lb
-from harness.lab import Amphora, Lab, Member
-from harness.model import LoadBalancer
+from harness.drivers.controller import LoadBalancerController
+from harness.lab.lab import Amphora, Lab, Member
+from harness.model.loadbalancer import LoadBalancer
+from harness.model.yaml_loader import lb_fixture, load_lb
 from harness.pytest_plugin import LabShape
 
 # Bounds of the polls that wait for a push to take effect on the data plane.

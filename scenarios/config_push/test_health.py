@@ -3,8 +3,8 @@ traffic avoids it; when it answers again it is put back."""
 
 from __future__ import annotations
 
-from harness import model
-from harness.lab import Lab, Member
+from harness.lab.lab import Lab, Member
+from harness.model import loadbalancer as model
 
 
 def test_an_unresponsive_member_is_taken_out_and_comes_back(load, deploy, lab: Lab,

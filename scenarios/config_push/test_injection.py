@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import yaml
 
-from harness.fixtures_loader import FIXTURES_DIR
-from harness.model import Model, ModelError
+from harness.model.loadbalancer import Model, ModelError
+from harness.model.yaml_loader import FIXTURES_DIR
 
 HOSTILE = [*yaml.safe_load((FIXTURES_DIR / "hostile-values.yaml").read_text()), "x" * 5000]
 

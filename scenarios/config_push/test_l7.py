@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from harness.lab import Lab
+from harness.lab.lab import Lab
 
 # Run on the VIP-network client: GET url, print the member that answered (or the error).
 CLIENT_GET = """

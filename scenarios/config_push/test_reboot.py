@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.lab import Amphora, Lab
+from harness.lab.lab import Amphora, Lab
 from scenarios.config_push.test_serving import connection_refused, tcp_member
 
 DATA_PLANE_NAMESPACE = "amphora-haproxy"

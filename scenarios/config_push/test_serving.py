@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.client import AmphoraAPIError
-from harness.faults import AGENT_PATTERN
-from harness.fixtures_loader import FIXTURES_DIR
-from harness.model import Algorithm, HealthMonitor, Listener, Member, Pool, Protocol
-from harness.traffic import TimelineRecorder
+from harness.drivers.rest_client import AmphoraAPIError
+from harness.faults.injector import AGENT_PATTERN
+from harness.model.loadbalancer import Algorithm, HealthMonitor, Listener, Member, Pool, Protocol
+from harness.model.yaml_loader import FIXTURES_DIR
+from harness.observe.traffic import TimelineRecorder
 
 INVALID_CONFIGS = sorted((FIXTURES_DIR / "haproxy" / "invalid").glob("*.cfg"))
 PUSHES_UNDER_LOAD = 20

@@ -10,10 +10,10 @@ import ssl
 import pytest
 import requests
 
-from harness.client import AmphoraAPIError
-from harness.controller import md5_hex
-from harness.model import Certificate
-from harness.pki import CertificateAuthority
+from harness.drivers.controller import md5_hex
+from harness.drivers.rest_client import AmphoraAPIError
+from harness.lab.pki import CertificateAuthority
+from harness.model.loadbalancer import Certificate
 
 HOSTS = {"default": "www.example.com", "site-a": "a.example.com", "site-b": "b.example.com"}
 

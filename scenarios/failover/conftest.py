@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.controller import LoadBalancerController
-from harness.fixtures_loader import load_lb
-from harness.lab import Amphora, Lab, Member
-from harness.pki import CertificateAuthority
+from harness.drivers.controller import LoadBalancerController
+from harness.lab.lab import Amphora, Lab, Member
+from harness.lab.pki import CertificateAuthority
+from harness.model.yaml_loader import load_lb
+from harness.observe.traffic import TimelineRecorder
 from harness.pytest_plugin import LabShape
-from harness.traffic import TimelineRecorder
 from scenarios.failover.pair import (
     LB_DEFINITION,
     SITE_NAMES,

@@ -16,15 +16,15 @@ from pathlib import Path
 import requests
 import testinfra
 
-from harness.client import AmphoraAPIError
-from harness.controller import LoadBalancerController
-from harness.faults import DATA_PLANE_NAMESPACE
-from harness.lab import Amphora, Lab, Member
-from harness.model import LoadBalancer, VrrpGroup, VrrpRole
-from harness.pki import CertificateAuthority
-from harness.plots import plot_timeline
+from harness.drivers.controller import LoadBalancerController
+from harness.drivers.rest_client import AmphoraAPIError
+from harness.faults.injector import DATA_PLANE_NAMESPACE
+from harness.lab.lab import Amphora, Lab, Member
+from harness.lab.pki import CertificateAuthority
+from harness.model.loadbalancer import LoadBalancer, VrrpGroup, VrrpRole
+from harness.observe.plots import plot_timeline
+from harness.observe.traffic import Timeline, TimelineRecorder
 from harness.polling import wait_until
-from harness.traffic import Timeline, TimelineRecorder
 
 TOPOLOGY = "ACTIVE_STANDBY"
 LB_DEFINITION = Path(__file__).with_name("lb.yaml")

@@ -3,7 +3,8 @@ the master dies or is stopped, and what happens under process kills, partitions,
 delay and amphora replacement. See conftest.py for the pair and how it is observed.
 
 Outages are measured by a client on the host sending a request every 20 ms through the VIP on a
-fresh connection (harness.traffic); each test's timeline is saved to results/failover/, and the
+fresh connection (harness.observe.traffic); each test's timeline is saved to results/failover/, and
+the
 outage of each fault to results/failover/outages.json.
 """
 
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.faults import Fault, FaultInjector, FaultUnsupported
-from harness.lab import Amphora
-from harness.traffic import Outage, Timeline, TimelineRecorder
+from harness.faults.injector import Fault, FaultInjector, FaultUnsupported
+from harness.lab.lab import Amphora
+from harness.observe.traffic import Outage, Timeline, TimelineRecorder
 from scenarios.failover.pair import (
     MASTER_DOWN_S,
     SETTLE_TIMEOUT_S,

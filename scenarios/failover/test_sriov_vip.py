@@ -19,9 +19,9 @@ import socket
 
 import pytest
 
-from harness.faults import FaultInjector
-from harness.lab import Lab
-from harness.providers.base import Node
+from harness.faults.injector import FaultInjector
+from harness.lab.lab import Lab
+from harness.lab.providers.base import Node
 from scenarios.failover.pair import TAKEOVER_TIMEOUT_S, Pair, wait_for, wait_for_answers
 
 CLOSED_PORT = 81  # no listener: refused without the firewall, silent with it

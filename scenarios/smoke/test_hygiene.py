@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.lab import Lab, collect_leftovers
-from harness.providers.base import Provider
+from harness.lab.lab import Lab, collect_leftovers
+from harness.lab.providers.base import Provider
 
 EXIT_TIMEOUT_S = 60
 # A process that brings up a lab with one member, prints the lab id and waits to be signalled.
 OWNER_SCRIPT = """
 import sys, time
-from harness.lab import Lab, collect_leftovers
-from harness.providers import make_provider
+from harness.lab.lab import Lab, collect_leftovers
+from harness.lab.providers import make_provider
 lab = Lab(make_provider(sys.argv[1])).up()
 lab.add_members(1)
 print(lab.id, flush=True)

@@ -1,6 +1,6 @@
 """Smoke with Octavia's own driver: a lab amphora — the image's agent, on the image's Python
 and libraries — is plugged and configured by OpenStack Octavia's HaproxyAmphoraLoadBalancerDriver
-(harness.octavia_driver), and serves Octavia's rendered haproxy.cfg to real traffic.
+(harness.drivers.octavia_driver), and serves Octavia's rendered haproxy.cfg to real traffic.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import requests
 import tenacity
 
-from harness import octavia_driver
-from harness.lab import AGENT_PORT, DATA_PLANE_MTU, Amphora, Lab, Member
-from harness.octavia_driver import DriverSettings, OctaviaDriver
+from harness.drivers import octavia_driver
+from harness.drivers.octavia_driver import DriverSettings, OctaviaDriver
+from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Amphora, Lab, Member
 
 LISTENER_PORT = 80
 # haproxy wants ~2.5 files per connection; Octavia renders an unlimited listener as 50,000

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import requests
 
-from harness.lab import NETWORK_ROLES, Lab
+from harness.lab.lab import NETWORK_ROLES, Lab
 
 
 def test_two_labs_run_at_once(lab_factory: Callable[[], Lab]) -> None:

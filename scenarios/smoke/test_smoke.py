@@ -12,10 +12,10 @@ import pytest
 import requests
 import tenacity
 
-from harness import model
-from harness.lab import AGENT_PORT, Amphora, Lab, Member
-from harness.providers.base import Node, Port
-from harness.render import render_haproxy
+from harness.lab.lab import AGENT_PORT, Amphora, Lab, Member
+from harness.lab.providers.base import Node, Port
+from harness.model import loadbalancer as model
+from harness.render.amphora_configs import render_haproxy
 
 LISTENER_PORT = 80
 # haproxy needs about two files per connection; some engines cap a container's open files (a

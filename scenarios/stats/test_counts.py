@@ -3,7 +3,8 @@
 One amphora runs one HTTP listener with two members and no health monitor, so every connection
 the listener counts is one these tests made: the heartbeats' summed totconns must equal exactly
 what was sent, through reloads and an agent restart. Byte counters are held against the exact
-bytes exchanged (harness.stats explains the tolerance), and the stats socket inside the amphora
+bytes exchanged (harness.observe.haproxy_stats explains the tolerance), and the stats socket inside
+the amphora
 must tell the same story as the heartbeats.
 """
 
@@ -18,13 +19,11 @@ from contextlib import ExitStack
 
 import pytest
 
-from harness import model
-from harness.controller import LoadBalancerController
-from harness.faults import FaultInjector
-from harness.health import HeartbeatReceiver, ListenerTally
-from harness.lab import Amphora, Lab, Member
-from harness.pytest_plugin import LabShape
-from harness.stats import (
+from harness.drivers.controller import LoadBalancerController
+from harness.faults.injector import FaultInjector
+from harness.lab.lab import Amphora, Lab, Member
+from harness.model import loadbalancer as model
+from harness.observe.haproxy_stats import (
     AmphoraStatsSocket,
     Exchange,
     counted_bytes_range,
@@ -32,6 +31,8 @@ from harness.stats import (
     http_request,
     show_stat,
 )
+from harness.observe.heartbeats import HeartbeatReceiver, ListenerTally
+from harness.pytest_plugin import LabShape
 
 INTERVAL_S = 0.5
 LISTENER_PORT = 80

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import model
-from harness.controller import LoadBalancerController
-from harness.faults import FaultInjector
-from harness.health import HeartbeatReceiver
-from harness.lab import Amphora, Lab, Member
+from harness.drivers.controller import LoadBalancerController
+from harness.faults.injector import FaultInjector
+from harness.lab.lab import Amphora, Lab, Member
+from harness.model import loadbalancer as model
+from harness.observe.haproxy_stats import http_exchange, http_request
+from harness.observe.heartbeats import HeartbeatReceiver
 from harness.pytest_plugin import LabShape
-from harness.stats import http_exchange, http_request
 
 INTERVAL_S = 0.5
 LISTENER_PORT = 80

@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import pytest
 
-from harness.agent_config import render_agent_config
-from harness.health import HeartbeatReceiver
-from harness.lab import Amphora
+from harness.lab.agent_config import render_agent_config
+from harness.lab.lab import Amphora
+from harness.observe.heartbeats import HeartbeatReceiver
 from harness.pytest_plugin import LabShape
 
 INTERVAL_S = 1.0

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import model
-from harness.controller import LoadBalancerController
-from harness.health import HeartbeatReceiver
-from harness.lab import Amphora, Lab, Member
+from harness.drivers.controller import LoadBalancerController
+from harness.lab.lab import Amphora, Lab, Member
+from harness.model import loadbalancer as model
+from harness.observe.haproxy_stats import AmphoraStatsSocket, show_stat
+from harness.observe.heartbeats import HeartbeatReceiver
 from harness.pytest_plugin import LabShape
-from harness.stats import AmphoraStatsSocket, show_stat
 
 INTERVAL_S = 0.5
 MONITOR = model.HealthMonitor(type=model.MonitorType.HTTP, delay=1, timeout=1, max_retries=2,

@@ -1,0 +1,321 @@
+"""What a load-balancer controller does to amphorae, over the Amphora API only.
+
+One LoadBalancerController drives one load balancer on its amphorae: one for SINGLE, two for
+ACTIVE_STANDBY (the first is the VRRP MASTER, the second the BACKUP). The flows follow Octavia's
+driver:
+- create: plug the VIP on every amphora (the client retries the 404 an agent answers while the
+  hot-plugged interface has not appeared yet), upload certificates and crt-lists, upload
+  haproxy.cfg, start; for a pair also upload each amphora's keepalived.conf and start VRRP;
+- update: upload changed certificates, upload haproxy.cfg, reload; then delete certificate files
+  nothing refers to any more (so a rotation leaves only the new certificate behind);
+- with an SR-IOV VIP (sriov_vip), the VIP is plugged with is_sriov and, after every push, each
+  amphora gets its VIP firewall rules: every listener's port from its allowed_cidrs (anyone
+  when empty), and VRRP from the peer of a pair;
+- delete: DELETE the load balancer's listeners (the agent stops haproxy and removes its files);
+- replace_amphora (failover of one amphora, after the cloud booted its successor): plug the VIP
+  on the new amphora, push certificates and haproxy.cfg and start it; for a pair re-render
+  every keepalived.conf (the peer address changed), start VRRP on the new amphora and reload it
+  on the survivor. The new amphora takes the lost one's role; with nopreempt it does not take
+  the VIP from the survivor.
+Every file uploaded is checked against the md5 the agent answers with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from harness.drivers.rest_client import AmphoraAPIError, AmphoraClient
+from harness.model.loadbalancer import (
+    Certificate,
+    LoadBalancer,
+    Topology,
+    VipSubnet,
+    VrrpAmphora,
+    VrrpGroup,
+    VrrpRole,
+)
+from harness.render.amphora_configs import (
+    AmphoraPaths,
+    render_crt_list,
+    render_haproxy,
+    render_keepalived,
+)
+
+AMPHORAE_PER_TOPOLOGY = {Topology.SINGLE: 1, Topology.ACTIVE_STANDBY: 2}
+ROLES_IN_ORDER = (VrrpRole.MASTER, VrrpRole.BACKUP)
+
+
+class ControllerError(RuntimeError):
+    """A flow cannot go on: what went wrong, on which amphora."""
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class VipPort:
+    """A port on the VIP network attached to an amphora, as the cloud reports it: its MAC and
+    fixed IP (the amphora's own address there, vrrp_ip) on the VIP subnet."""
+
+    mac_address: str
+    vrrp_ip: str
+    subnet: VipSubnet
+    mtu: int | None = None
+
+    def plug_request(self, sriov: bool = False) -> dict:
+        """The body of POST /1.0/plug/vip/{vip}."""
+        body: dict = {
+            "is_sriov": sriov,
+            "subnet_cidr": self.subnet.cidr,
+            "gateway": self.subnet.gateway,
+            "mac_address": self.mac_address,
+            "vrrp_ip": self.vrrp_ip,
+            "host_routes": [
+                {"destination": route.destination, "nexthop": route.nexthop}
+                for route in self.subnet.host_routes
+            ],
+        }
+        if self.mtu is not None:
+            body["mtu"] = self.mtu
+        return body
+
+
+@dataclass
+class _AmphoraState:
+    """What the controller remembers about one amphora of the load balancer."""
+
+    client: AmphoraClient
+    role: VrrpRole
+    paths: AmphoraPaths
+    vip_port: VipPort | None = None
+    interface: str | None = None
+    # Certificate files on the amphora: file name -> md5 of what was uploaded.
+    cert_files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def amphora_id(self) -> str:
+        return self.client.amphora_id
+
+
+class LoadBalancerController:
+    def __init__(
+        self,
+        lb: LoadBalancer,
+        clients: Sequence[AmphoraClient],
+        *,
+        paths: AmphoraPaths | Mapping[str, AmphoraPaths] | None = None,
+        vrrp_group: VrrpGroup | None = None,
+    ) -> None:
+        """paths: where the agents keep their files; one AmphoraPaths for all amphorae (as in a
+        cloud, where every amphora has the same layout) or one per amphora id."""
+        wanted = AMPHORAE_PER_TOPOLOGY[lb.topology]
+        if len(clients) != wanted:
+            raise ControllerError(
+                f"a {lb.topology.value} load balancer runs on {wanted} amphorae, not {len(clients)}"
+            )
+        self.lb = lb
+        self.vrrp_group = vrrp_group or VrrpGroup()
+        self.amphorae = [
+            _AmphoraState(client, role, _paths_for(paths, client.amphora_id))
+            for client, role in zip(clients, ROLES_IN_ORDER[: len(clients)], strict=True)
+        ]
+
+    @property
+    def is_pair(self) -> bool:
+        return self.lb.topology is Topology.ACTIVE_STANDBY
+
+    # --- flows ----------------------------------------------------------------------------
+
+    def create(self, vip_ports: Sequence[VipPort] | None = None) -> None:
+        """Plug the VIP (when ports are given; without them the VIP is assumed plugged already),
+        push the configuration and start haproxy, then VRRP for a pair."""
+        if vip_ports is not None:
+            if len(vip_ports) != len(self.amphorae):
+                raise ControllerError(f"need {len(self.amphorae)} VIP ports, got {len(vip_ports)}")
+            for amphora, port in zip(self.amphorae, vip_ports, strict=True):
+                self._plug_vip(amphora, port)
+        self._push(action="start")
+        if self.is_pair:
+            self.configure_vrrp()
+            for amphora in self.amphorae:
+                amphora.client.vrrp_action("start")
+
+    def update(self) -> None:
+        """Push the current model (certificates, haproxy.cfg) and reload."""
+        self._push(action="reload")
+
+    def delete(self) -> None:
+        """Remove the load balancer from its amphorae (haproxy stopped, files gone)."""
+        for amphora in self.amphorae:
+            if self.is_pair:
+                amphora.client.vrrp_action("stop")
+            amphora.client.delete_lb(self.lb.id)
+            amphora.cert_files.clear()
+
+    def replace_amphora(self, lost_amphora_id: str, client: AmphoraClient, vip_port: VipPort,
+                        paths: AmphoraPaths | None = None) -> None:
+        """Bring a new amphora (booted and reachable, member networks plugged) in for a lost
+        one, as Octavia's amphora failover does."""
+        lost = next((a for a in self.amphorae if a.amphora_id == lost_amphora_id), None)
+        if lost is None:
+            raise ControllerError(f"amphora {lost_amphora_id} does not serve {self.lb.id}")
+        new = _AmphoraState(client, lost.role, paths or lost.paths)
+        self._plug_vip(new, vip_port)
+        self._push_to(new, action="start")
+        self.amphorae[self.amphorae.index(lost)] = new
+        # The survivor's VRRP rule names the lost amphora's address until this.
+        self.push_firewall_rules()
+        if self.is_pair:
+            self.configure_vrrp()
+            new.client.vrrp_action("start")
+            for survivor in self.amphorae:
+                if survivor is not new:
+                    survivor.client.vrrp_action("reload")
+
+    def rotate_certificate(self, old: Certificate, new: Certificate) -> None:
+        """Replace a certificate wherever listeners use it (default or SNI), then update: the
+        new file is uploaded, haproxy reloaded, the old file deleted."""
+        replaced = False
+        for listener in self.lb.listeners:
+            if listener.certificate is old:
+                listener.certificate = new
+                replaced = True
+            for index, cert in enumerate(listener.sni_certificates):
+                if cert is old:
+                    listener.sni_certificates[index] = new
+                    replaced = True
+        if not replaced:
+            raise ControllerError(f"no listener of {self.lb.id} uses certificate {old.id}")
+        self.update()
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _plug_vip(self, amphora: _AmphoraState, port: VipPort) -> None:
+        amphora.client.plug_vip(self.lb.vip_address, port.plug_request(self.lb.sriov_vip))
+        amphora.vip_port = port
+        # The agent says where it plugged the port ("VIP ... plugged on interface X"); asking
+        # by address is the documented way and works for an agent restarted since.
+        amphora.interface = amphora.client.get_interface(port.vrrp_ip)
+
+    def configure_vrrp(self) -> None:
+        """Upload each amphora's keepalived.conf (VIP plugged on both first)."""
+        for amphora in self.amphorae:
+            if amphora.vip_port is None or amphora.interface is None:
+                raise ControllerError(f"amphora {amphora.amphora_id}: VIP not plugged")
+        for amphora in self.amphorae:
+            peers = [other.vip_port.vrrp_ip for other in self.amphorae if other is not amphora]
+            vrrp = VrrpAmphora(
+                amphora_id=amphora.amphora_id,
+                role=amphora.role,
+                vrrp_ip=amphora.vip_port.vrrp_ip,
+                interface=amphora.interface,
+                peer_ips=peers,
+            )
+            text = render_keepalived(
+                self.lb, vrrp, amphora.vip_port.subnet, self.vrrp_group, amphora.paths
+            )
+            amphora.client.upload_vrrp_config(text)
+
+    def _push(self, action: str) -> None:
+        for amphora in self.amphorae:
+            self._push_to(amphora, action)
+        self.push_firewall_rules()
+
+    def vrrp_ip(self, amphora_id: str) -> str:
+        """The amphora's own address on the VIP network (its VIP port's fixed IP)."""
+        amphora = next((a for a in self.amphorae if a.amphora_id == amphora_id), None)
+        if amphora is None or amphora.vip_port is None:
+            raise ControllerError(f"amphora {amphora_id} has no VIP port of {self.lb.id}")
+        return amphora.vip_port.vrrp_ip
+
+    def push_firewall_rules(self) -> None:
+        """Open each amphora's VIP firewall for the current model (SR-IOV VIPs only)."""
+        if not self.lb.sriov_vip:
+            return
+        for amphora in self.amphorae:
+            if amphora.vip_port is None:
+                raise ControllerError(f"amphora {amphora.amphora_id}: VIP not plugged")
+            peers = [other.vip_port.vrrp_ip for other in self.amphorae
+                     if other is not amphora and other.vip_port is not None]
+            amphora.client.set_interface_rules(amphora.vip_port.vrrp_ip,
+                                               vip_firewall_rules(self.lb, peers))
+
+    def _push_to(self, amphora: _AmphoraState, action: str) -> None:
+        # Render first: a model error must stop the flow before anything is sent.
+        config = render_haproxy(self.lb, amphora.amphora_id, amphora.paths)
+        files = self._certificate_files(amphora.paths)
+        self._upload_certificates(amphora, files)
+        etag = amphora.client.upload_config(self.lb.id, config)
+        _check_md5(amphora, "haproxy.cfg", config.encode(), etag)
+        amphora.client.lb_action(self.lb.id, action)
+        self._delete_stale_certificates(amphora, files)
+
+    def _certificate_files(self, paths: AmphoraPaths) -> dict[str, bytes]:
+        """Every file the listeners need under the load balancer's certificate directory:
+        certificates as {id}.pem, crt-lists as {listener_id}.pem (Octavia's names)."""
+        files: dict[str, bytes] = {}
+        for listener in self.lb.listeners:
+            for cert in listener.certificates:
+                files[f"{cert.id}.pem"] = cert.pem
+            if listener.certificates:
+                files[f"{listener.id}.pem"] = render_crt_list(self.lb, listener, paths).encode()
+        return files
+
+    def _upload_certificates(self, amphora: _AmphoraState, files: dict[str, bytes]) -> None:
+        for name, data in files.items():
+            md5 = md5_hex(data)
+            if self._stored_md5(amphora, name) == md5:
+                continue  # already there, as Octavia's driver skips it
+            etag = amphora.client.upload_cert(self.lb.id, name, data)
+            _check_md5(amphora, name, data, etag)
+            amphora.cert_files[name] = md5
+
+    def _stored_md5(self, amphora: _AmphoraState, name: str) -> str | None:
+        try:
+            return amphora.client.get_cert_md5(self.lb.id, name)
+        except AmphoraAPIError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _delete_stale_certificates(self, amphora: _AmphoraState, files: dict[str, bytes]) -> None:
+        for name in sorted(set(amphora.cert_files) - set(files)):
+            amphora.client.delete_cert(self.lb.id, name)
+            del amphora.cert_files[name]
+
+
+def vip_firewall_rules(lb: LoadBalancer, peer_vrrp_ips: Sequence[str]) -> list[dict]:
+    """The rules document of PUT /1.0/interface/{ip}/rules, built as Octavia's controller does:
+    one rule per listener and allowed CIDR (cidr null when the listener allows everyone; all
+    our listener protocols are TCP), then VRRP from each peer's address."""
+    rules = [{"protocol": "TCP", "cidr": cidr, "port": listener.port}
+             for listener in lb.listeners
+             for cidr in (listener.allowed_cidrs or [None])]
+    for address in peer_vrrp_ips:
+        host = ipaddress.ip_network(address)  # a single address: /32 or /128
+        rules.append({"protocol": "VRRP", "cidr": str(host), "port": 112})
+    return rules
+
+
+def _paths_for(
+    paths: AmphoraPaths | Mapping[str, AmphoraPaths] | None, amphora_id: str
+) -> AmphoraPaths:
+    if paths is None:
+        return AmphoraPaths()
+    if isinstance(paths, AmphoraPaths):
+        return paths
+    try:
+        return paths[amphora_id]
+    except KeyError:
+        raise ControllerError(f"no paths given for amphora {amphora_id}") from None
+
+
+def _check_md5(amphora: _AmphoraState, what: str, sent: bytes, etag: str) -> None:
+    if etag.strip('"') != md5_hex(sent):
+        raise ControllerError(
+            f"amphora {amphora.amphora_id}: {what} arrived with md5 {etag}, sent {md5_hex(sent)}"
+        )

@@ -1,0 +1,516 @@
+"""A lab: three networks, amphorae, members and clients, on a provider; up, down, addressing.
+
+Networks follow an Octavia deployment: lb-mgmt (controller <-> agents), vip (clients <-> VIP)
+and member (haproxy <-> backends). Each is a /24 from 198.18.0.0/15 (set aside for benchmarking),
+the three of lab index i at /24 number 3i, 3i+1, 3i+2, so labs side by side never overlap.
+Within each /24:
+
+    .1          the host (bridge gateway): the harness's client, traffic and heartbeat receiver
+    .2 - .99    addresses the lab hands to nodes it boots (amphora management, members, clients)
+    .100 - .127 VIPs (vip network), kept out of the engine's range as Neutron keeps a VIP port
+    .128 - .254 the engine's range: hot-plugged ports get their fixed IP from here
+
+The lab plugs like a cloud: attach the port (the engine picks MAC and IP), then tell the agent
+with plug/vip or plug/network. Teardown runs on down(), at interpreter exit and on SIGTERM;
+whatever a killed process leaves is found by `amphora-harness gc` (see providers.base).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import requests
+import tenacity
+
+from harness.drivers.controller import VipPort
+from harness.drivers.rest_client import AmphoraAPIError, AmphoraClient
+from harness.faults.injector import remove_lab_tables
+from harness.lab.agent_config import AgentSettings, render_agent_config
+from harness.lab.pki import LabPKI
+from harness.lab.providers import labs_on_host
+from harness.lab.providers.base import (
+    AddressSpaceTaken,
+    Network,
+    NetworkSpec,
+    Node,
+    NodeSpec,
+    Port,
+    Provider,
+)
+from harness.model.loadbalancer import VipSubnet
+
+LAB_ADDRESS_SPACE = IPv4Network("198.18.0.0/15")
+NETWORK_ROLES = ("lb-mgmt", "vip", "member")
+MAX_LABS = LAB_ADDRESS_SPACE.num_addresses // 256 // len(NETWORK_ROLES)
+NODE_HOSTS = range(2, 100)
+VIP_HOSTS = range(100, 128)
+DYNAMIC_RANGE_PREFIX = 25  # the upper half: .128/25
+
+AGENT_PORT = 9443
+AGENT_CONFIG_PATH = "/etc/octavia/amphora-agent.conf"
+AGENT_CA_PATH = "/etc/octavia/certs/client_ca.pem"
+AGENT_SERVER_PEM_PATH = "/etc/octavia/certs/server.pem"
+MEMBER_TLS_PATH = "/etc/member/tls.pem"
+MEMBER_PORTS = {"http": 8080, "https": 8443, "tcp": 9000, "udp": 9000}
+DATA_PLANE_MTU = 1500
+
+READY_TIMEOUT_S = 60.0
+READY_POLL_S = 0.25
+
+
+class LabError(RuntimeError):
+    """The lab cannot do what was asked; the message says what and why."""
+
+
+@dataclass(frozen=True)
+class SubnetPlan:
+    """The addressing of one lab network (see the module docstring)."""
+
+    subnet: IPv4Network
+
+    @property
+    def gateway(self) -> IPv4Address:
+        return self.subnet[1]
+
+    @property
+    def dynamic_range(self) -> IPv4Network:
+        return list(self.subnet.subnets(new_prefix=DYNAMIC_RANGE_PREFIX))[-1]
+
+    def node_address(self, n: int) -> IPv4Address:
+        return self._host(NODE_HOSTS, n, "node addresses")
+
+    def vip_address(self, n: int) -> IPv4Address:
+        return self._host(VIP_HOSTS, n, "VIPs")
+
+    def _host(self, hosts: range, n: int, what: str) -> IPv4Address:
+        if not 0 <= n < len(hosts):
+            raise LabError(f"{self.subnet} has room for {len(hosts)} {what}")
+        return self.subnet[hosts[n]]
+
+
+def subnet_plan(lab_index: int, role: str) -> SubnetPlan:
+    if not 0 <= lab_index < MAX_LABS:
+        raise LabError(f"lab index {lab_index} is outside 0..{MAX_LABS - 1}")
+    block = lab_index * len(NETWORK_ROLES) + NETWORK_ROLES.index(role)
+    base = LAB_ADDRESS_SPACE.network_address + block * 256
+    return SubnetPlan(IPv4Network(f"{base}/24"))
+
+
+
+def lab_index_of(address: IPv4Address) -> int | None:
+    """The lab index whose address block holds address, or None outside the lab space."""
+    if address not in LAB_ADDRESS_SPACE:
+        return None
+    block = (int(address) - int(LAB_ADDRESS_SPACE.network_address)) // 256
+    return block // len(NETWORK_ROLES)
+
+
+def lab_indexes_on_host() -> set[int]:
+    """Lab indexes whose blocks hold an address of the host (a bridge gateway of some lab)."""
+    shown = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True,
+                           check=False)
+    try:
+        interfaces = json.loads(shown.stdout or "[]")
+    except ValueError:
+        return set()
+    indexes = set()
+    for interface in interfaces:
+        for info in interface.get("addr_info", []):
+            index = lab_index_of(IPv4Address(info["local"]))
+            if index is not None:
+                indexes.add(index)
+    return indexes
+
+@dataclass
+class Amphora:
+    id: str
+    node: Node
+    mgmt_address: IPv4Address
+    client: AmphoraClient
+    # What its agent config file was rendered from: a controller re-renders it for
+    # PUT /1.0/config (heartbeat interval, key, controllers) from this.
+    agent_settings: AgentSettings
+    # From asking the provider to boot it until /info answered over mutual TLS.
+    ready_s: float = 0.0
+    ports: list[Port] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+
+@dataclass
+class Member:
+    id: str
+    node: Node
+    address: IPv4Address
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    def port(self, service: str) -> int:
+        """The port of one of its services: http, https, tcp, udp."""
+        return MEMBER_PORTS[service]
+
+
+_LIVE_LABS: set[Lab] = set()
+
+
+def _down_live_labs() -> None:
+    for lab in list(_LIVE_LABS):
+        with contextlib.suppress(Exception):
+            lab.down()
+
+
+def _exit_on_sigterm(signum: int, _frame) -> None:
+    # SystemExit unwinds every finally block and fixture finalizer, then atexit runs.
+    raise SystemExit(128 + signum)
+
+
+def _install_exit_hooks() -> None:
+    """Tear live labs down on interpreter exit, and make SIGTERM exit through the finally
+    blocks (by default it kills the process on the spot). SIGINT already raises
+    KeyboardInterrupt. A handler someone else installed is left alone."""
+    if getattr(_install_exit_hooks, "done", False):
+        return
+    atexit.register(_down_live_labs)
+    with contextlib.suppress(ValueError):  # not the main thread: no signal handlers there
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _install_exit_hooks.done = True
+
+
+def _workdir_prefix(lab_id: str) -> str:
+    return f"amphora-harness-{lab_id}-"
+
+
+def collect_leftovers(provider: Provider, *, include_kept: bool = True,
+                      everything: bool = False) -> list[str]:
+    """Remove labs whose owner process is gone (see Provider.gc) and their work directories
+    (PKI), and the fault tables of labs that are gone; returns the lab ids removed."""
+    removed = provider.gc(include_kept=include_kept, everything=everything)
+    for lab_id in removed:
+        for workdir in Path(tempfile.gettempdir()).glob(f"{_workdir_prefix(lab_id)}*"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    # Link faults (host nft tables) of every lab that no longer exists, under any provider.
+    remove_lab_tables(keep=frozenset(lab.lab_id for lab in labs_on_host(provider)))
+    return removed
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Lab:
+    """Networks, amphorae, members and clients of one lab. Use as a context manager, or call
+    up() and down(); down() is safe to call twice."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        amphora_image: str | None = None,
+        member_image: str | None = None,
+        keep: bool = False,
+        results_dir: Path | None = None,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:8]
+        self.provider = provider
+        self.keep = keep
+        self.results_dir = results_dir
+        self.index: int | None = None
+        self.networks: dict[str, Network] = {}
+        self.amphorae: list[Amphora] = []
+        self.members: list[Member] = []
+        self.clients: list[Node] = []
+        self._images = {"amphora": amphora_image, "member": member_image}
+        self._nodes_per_network = dict.fromkeys(NETWORK_ROLES, 0)
+        self._vips = 0
+        self._is_down = False
+        self.workdir = Path(tempfile.mkdtemp(prefix=_workdir_prefix(self.id)))
+        self.pki = LabPKI(self.workdir / "pki")
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        return self.up()
+
+    def __exit__(self, *_exc) -> None:
+        self.down()
+
+    def up(self) -> Lab:
+        _install_exit_hooks()
+        _LIVE_LABS.add(self)
+        try:
+            self._create_networks()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        """Save every node's log under results_dir, then remove everything (unless keep)."""
+        if self._is_down:
+            return
+        self._is_down = True
+        _LIVE_LABS.discard(self)
+        try:
+            self._save_logs()
+        finally:
+            for amphora in self.amphorae:
+                amphora.client.close()
+            if not self.keep:
+                self.provider.teardown(self.id)
+                remove_lab_tables(self.id)  # link faults a failed run left on the host
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _create_networks(self) -> None:
+        # Another provider's labs (docker and netns share the host's routing) hold address
+        # blocks this provider does not know about: the host's own addresses show them.
+        used = self.provider.used_lab_indexes() | lab_indexes_on_host()
+        for index in (i for i in range(MAX_LABS) if i not in used):
+            try:
+                for role in NETWORK_ROLES:
+                    plan = subnet_plan(index, role)
+                    spec = NetworkSpec(
+                        lab_id=self.id, role=role, subnet=plan.subnet, gateway=plan.gateway,
+                        dynamic_range=plan.dynamic_range, lab_index=index,
+                    )
+                    self.networks[role] = self.provider.create_network(spec, keep=self.keep)
+            except AddressSpaceTaken:
+                # Another lab (or something else) took this block meanwhile: next one.
+                self.networks.clear()
+                self.provider.teardown(self.id)
+                continue
+            self.index = index
+            return
+        raise LabError(f"no free address block for a lab in {LAB_ADDRESS_SPACE}")
+
+    def _save_logs(self) -> None:
+        if self.results_dir is None:
+            return
+        directory = self.results_dir / self.id
+        for node in [a.node for a in self.amphorae] + [m.node for m in self.members] + \
+                self.clients:
+            with contextlib.suppress(Exception):  # a node already gone has no log to save
+                text = self.provider.logs(node)
+                directory.mkdir(parents=True, exist_ok=True)
+                (directory / f"{node.name}.log").write_text(text)
+
+    # --- addressing -----------------------------------------------------------------------
+
+    def plan(self, role: str) -> SubnetPlan:
+        if self.index is None:
+            raise LabError("the lab is not up")
+        return subnet_plan(self.index, role)
+
+    def gateway(self, role: str) -> IPv4Address:
+        """The host's address on a lab network (where host-side services listen)."""
+        return self.plan(role).gateway
+
+    def allocate_vip(self) -> IPv4Address:
+        address = self.plan("vip").vip_address(self._vips)
+        self._vips += 1
+        return address
+
+    def _node_address(self, role: str) -> IPv4Address:
+        address = self.plan(role).node_address(self._nodes_per_network[role])
+        self._nodes_per_network[role] += 1
+        return address
+
+    def _image(self, name: str) -> str:
+        if self._images[name] is None:
+            self._images[name] = self.provider.ensure_image(name)
+        return self._images[name]
+
+    def _node_spec(self, role: str, network_role: str, address: IPv4Address,
+                   **fields) -> NodeSpec:
+        return NodeSpec(lab_id=self.id, role=role, network=self.networks[network_role],
+                        address=address, **fields)
+
+    # --- amphorae -------------------------------------------------------------------------
+
+    def add_amphorae(self, count: int, **agent_settings) -> list[Amphora]:
+        """Boot count amphorae and wait until every agent answers. agent_settings override
+        harness.lab.agent_config.AgentSettings fields (topology, controllers, heartbeat_key,
+        ...)."""
+        # All boot first, then all are waited for: boots overlap.
+        booted = [self._boot_amphora(**agent_settings) for _ in range(count)]
+        for amphora, started in booted:
+            self._wait_ready(amphora, started)
+        return [amphora for amphora, _ in booted]
+
+    def add_amphora(self, **agent_settings) -> Amphora:
+        return self.add_amphorae(1, **agent_settings)[0]
+
+    def _boot_amphora(self, **agent_settings) -> tuple[Amphora, float]:
+        amphora_id = str(uuid.uuid4())
+        address = self._node_address("lb-mgmt")
+        credentials = self.pki.amphora(amphora_id)
+        settings = replace(AgentSettings(
+            amphora_id=amphora_id, ca_path=AGENT_CA_PATH, server_pem_path=AGENT_SERVER_PEM_PATH,
+            bind_host=str(address), bind_port=AGENT_PORT,
+        ), **agent_settings)
+        spec = self._node_spec(
+            "amphora", "lb-mgmt", address,
+            name=f"amphora-harness-{self.id}-amphora-{len(self.amphorae)}",
+            hostname=f"amphora-{amphora_id}",
+            image=self._image("amphora"),
+            data_plane_privileges=True,
+            files={
+                AGENT_CONFIG_PATH: render_agent_config(settings).encode(),
+                AGENT_CA_PATH: credentials.ca.read_bytes(),
+                AGENT_SERVER_PEM_PATH: credentials.server_pem.read_bytes(),
+            },
+        )
+        started = time.monotonic()
+        node = self.provider.boot(spec, keep=self.keep)
+        client = AmphoraClient(str(spec.address), AGENT_PORT, amphora_id, self.pki.driver)
+        amphora = Amphora(id=amphora_id, node=node, mgmt_address=spec.address, client=client,
+                          agent_settings=settings)
+        # Registered before it is ready, so a failure still saves its log and tears it down.
+        self.amphorae.append(amphora)
+        return amphora, started
+
+    def _wait_ready(self, amphora: Amphora, started: float) -> None:
+        probe = AmphoraClient(
+            str(amphora.mgmt_address), AGENT_PORT, amphora.id, self.pki.driver,
+            connect_timeout=2.0, read_timeout=5.0, retries=1,
+        )
+        with probe:
+            self._wait_until(amphora.node, probe.get_info,
+                             (requests.RequestException, AmphoraAPIError))
+        amphora.ready_s = time.monotonic() - started
+
+    def _wait_until(self, node: Node, check, retried: tuple[type[Exception], ...]) -> None:
+        """Retry check until it passes; fail at once if the node stops, with its log."""
+
+        def attempt() -> None:
+            if not self.provider.is_running(node):
+                raise LabError(f"{node.name} stopped while booting; its log:\n"
+                               f"{_tail(self.provider.logs(node))}")
+            check()
+
+        try:
+            tenacity.Retrying(
+                retry=tenacity.retry_if_exception_type(retried),
+                stop=tenacity.stop_after_delay(READY_TIMEOUT_S),
+                wait=tenacity.wait_fixed(READY_POLL_S),
+                reraise=True,
+            )(attempt)
+        except retried as exc:
+            raise LabError(
+                f"{node.name} not ready after {READY_TIMEOUT_S:.0f}s ({exc}); its log:\n"
+                f"{_tail(self.provider.logs(node))}"
+            ) from exc
+
+    # --- members and clients ----------------------------------------------------------------
+
+    def add_members(self, count: int) -> list[Member]:
+        """Boot count members (HTTP, HTTPS, TCP and UDP services) on the member network."""
+        booted = []
+        for _ in range(count):
+            member_id = str(uuid.uuid4())
+            tls = self.pki.ca.issue(member_id, dns_names=(member_id,))
+            spec = self._node_spec(
+                "member", "member", self._node_address("member"),
+                name=f"amphora-harness-{self.id}-member-{len(self.members)}",
+                hostname=f"member-{member_id[:8]}",
+                image=self._image("member"),
+                command=("--id", member_id, "--tls-pem", MEMBER_TLS_PATH),
+                files={MEMBER_TLS_PATH: tls.bundle},
+            )
+            member = Member(id=member_id, node=self.provider.boot(spec, keep=self.keep),
+                            address=spec.address)
+            self.members.append(member)
+            booted.append(member)
+        for member in booted:
+            url = f"http://{member.address}:{member.port('http')}/"
+            self._wait_until(member.node, lambda u=url: requests.get(u, timeout=2)
+                             .raise_for_status(), (requests.RequestException,))
+        return booted
+
+    def add_client(self) -> Node:
+        """A node on the VIP network (a tenant's client VM): the member image, so it has
+        python3 for probes, and answers as member 'client-N' if anything asks."""
+        number = len(self.clients)
+        spec = self._node_spec(
+            "client", "vip", self._node_address("vip"),
+            name=f"amphora-harness-{self.id}-client-{number}",
+            hostname=f"client-{number}",
+            image=self._image("member"),
+            command=("--id", f"client-{number}"),
+        )
+        node = self.provider.boot(spec, keep=self.keep)
+        self.clients.append(node)
+        return node
+
+    def can_connect(self, node: Node, address: IPv4Address | str, port: int,
+                    timeout_s: float = 3.0) -> bool:
+        """Whether a TCP connection from inside node to address:port succeeds."""
+        probe = ("import socket, sys\n"
+                 "socket.create_connection((sys.argv[1], int(sys.argv[2])),"
+                 " timeout=float(sys.argv[3])).close()")
+        result = self.provider.exec(
+            node, ["python3", "-c", probe, str(address), str(port), str(timeout_s)])
+        return result.ok
+
+    # --- plugging, as a cloud does it ---------------------------------------------------------
+
+    def attach_port(self, amphora: Amphora, network_role: str) -> Port:
+        """The cloud's half of a hot-plug: a new port on that network, attached to the running
+        amphora (the engine picks its MAC and fixed IP). The agent knows nothing of it yet."""
+        port = self.provider.attach_port(amphora.node, self.networks[network_role])
+        amphora.ports.append(port)
+        return port
+
+    def attach_vip_port(self, amphora: Amphora) -> VipPort:
+        """The cloud's half of a VIP port, described as a controller learns it (MAC, fixed IP,
+        subnet, MTU): for flows that POST plug/vip themselves through harness.drivers.controller."""
+        port = self.attach_port(amphora, "vip")
+        plan = self.plan("vip")
+        return VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
+                       subnet=VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway)),
+                       mtu=DATA_PLANE_MTU)
+
+    def plug_vip(self, amphora: Amphora, vip: IPv4Address | None = None, *,
+                 additional_vips: tuple[IPv4Address, ...] = ()) -> Port:
+        """Attach a port on the VIP network (its fixed IP becomes the amphora's vrrp_ip), then
+        POST plug/vip with the port's MAC. vip defaults to a newly allocated one."""
+        plan = self.plan("vip")
+        vip = vip or self.allocate_vip()
+        port = self.attach_port(amphora, "vip")
+        subnet = {"subnet_cidr": str(plan.subnet), "gateway": str(plan.gateway),
+                  "host_routes": []}
+        amphora.client.plug_vip(str(vip), {
+            **subnet,
+            "mac_address": port.mac_address,
+            "vrrp_ip": str(port.ip_address),
+            "mtu": DATA_PLANE_MTU,
+            "additional_vips": [{"ip_address": str(a), **subnet} for a in additional_vips],
+        })
+        return port
+
+    def plug_member_network(self, amphora: Amphora) -> Port:
+        """Attach a port on the member network, then POST plug/network with its MAC and IP."""
+        plan = self.plan("member")
+        port = self.attach_port(amphora, "member")
+        amphora.client.plug_network({
+            "mac_address": port.mac_address,
+            "fixed_ips": [{"ip_address": str(port.ip_address), "subnet_cidr": str(plan.subnet),
+                           "host_routes": []}],
+            "mtu": DATA_PLANE_MTU,
+        })
+        return port

@@ -1,0 +1,366 @@
+"""An active/standby pair on one host: two real agents in two namespaces on a test-made VIP
+network, real haproxy and real keepalived, a client namespace sending traffic to the VIP.
+
+Exactly one amphora holds the VIP; killing its keepalived or its haproxy moves the VIP (and the
+traffic) to the other one. The errors of the vrrp endpoints each have a negative test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from amphora_agent.processes import alive
+from harness.drivers.rest_client import AmphoraAPIError
+from harness.observe.heartbeats import HeartbeatReceiver
+from tests.agent.test_plug import addresses
+from tests.support.netns_lab import NetnsLab
+
+pytestmark = pytest.mark.netns
+
+SUBNET = "198.19.210.0/24"
+GATEWAY = "198.19.210.1"
+VIP = "198.19.210.10"
+VRRP_IPS = ("198.19.210.11", "198.19.210.12")
+CLIENT = "198.19.210.50/24"
+LISTEN_PORT = 8080
+FAILOVER_TIMEOUT_S = 40.0
+VRRP_ID = 61
+
+
+def keepalived_config(base_path: Path, own_ip: str, peer_ip: str, priority: int) -> str:
+    """keepalived.conf in the shape Octavia's driver renders (its values, our text)."""
+    return f"""vrrp_script check_script {{
+    script {base_path}/vrrp/check_script.sh
+    interval 1
+    fall 2
+    rise 2
+}}
+
+vrrp_instance {VRRP_ID}_pair {{
+    interface eth1
+    virtual_router_id {VRRP_ID}
+    priority {priority}
+    nopreempt
+    accept
+    garp_master_refresh 5
+    garp_master_refresh_repeat 2
+    advert_int 1
+    authentication {{
+        auth_type PASS
+        auth_pass pairpass
+    }}
+
+    unicast_src_ip {own_ip}
+    unicast_peer {{
+        {peer_ip}
+    }}
+
+    virtual_ipaddress {{
+        {VIP}
+    }}
+
+    virtual_ipaddress_excluded {{
+    }}
+
+    virtual_routes {{
+        {SUBNET} dev eth1 src {VIP} scope link table 1
+        default via {GATEWAY} dev eth1 onlink table 1
+    }}
+
+    virtual_rules {{
+        from {VIP}/32 table 1 priority 100
+    }}
+
+    track_script {{
+        check_script
+    }}
+}}
+"""
+
+
+def haproxy_config(base_path: Path, lb_id: str, listener_id: str, name: str,
+                   bind: str = f"{VIP}:{LISTEN_PORT}") -> str:
+    """A listener on bind (the VIP) that answers with name (no member needed)."""
+    return f"""global
+    daemon
+    stats socket {base_path}/{lb_id}.sock mode 0666 level user
+
+defaults
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend {listener_id}
+    bind {bind}
+    mode http
+    http-request return status 200 content-type text/plain string "{name}"
+"""
+
+
+@dataclass
+class Amphora:
+    name: str
+    agent: object
+    namespace: str
+
+    def holds_vip(self) -> bool:
+        return f"{VIP}/32" in addresses(self.namespace, "eth1")
+
+    def keepalived_pid(self) -> int:
+        pid_file = self.agent.base_path / "vrrp" / "octavia-keepalived.pid"
+        return int(pid_file.read_text().split()[0])
+
+
+@dataclass
+class Pair:
+    lab: NetnsLab
+    amphorae: tuple[Amphora, Amphora]
+    lb_id: str
+    client: str
+
+    def holders(self) -> list[Amphora]:
+        return [amphora for amphora in self.amphorae if amphora.holds_vip()]
+
+    def wait_for_single_holder(self, not_this: Amphora | None = None) -> Amphora:
+        """Wait until exactly one amphora (other than not_this) holds the VIP."""
+        deadline = time.monotonic() + FAILOVER_TIMEOUT_S
+        while time.monotonic() < deadline:
+            holders = self.holders()
+            if len(holders) == 1 and holders[0] is not not_this:
+                return holders[0]
+            time.sleep(0.2)
+        pytest.fail(f"holders after {FAILOVER_TIMEOUT_S} s: {[a.name for a in self.holders()]}")
+
+    def answer(self) -> str:
+        return self.lab.http_get(self.client, f"http://{VIP}:{LISTEN_PORT}/")
+
+    def wait_for_answer(self, name: str) -> str:
+        deadline = time.monotonic() + FAILOVER_TIMEOUT_S
+        answer = self.answer()
+        while answer != name and time.monotonic() < deadline:
+            time.sleep(0.2)
+            answer = self.answer()
+        return answer
+
+
+@pytest.fixture
+def pair(agent_factory, lab) -> Pair:
+    lb_id, listener_id = str(uuid.uuid4()), str(uuid.uuid4())
+    amphorae = []
+    for index, name in enumerate(("amp1", "amp2")):
+        namespace = lab.namespace(name)
+        agent = agent_factory(network_namespace=namespace, topology="ACTIVE_STANDBY")
+        port = lab.hot_plug()
+        agent.client.plug_vip(VIP, {"subnet_cidr": SUBNET, "gateway": GATEWAY,
+                                    "mac_address": port.mac, "vrrp_ip": VRRP_IPS[index],
+                                    "mtu": 1500, "host_routes": []})
+        agent.client.upload_config(lb_id, haproxy_config(agent.base_path, lb_id, listener_id,
+                                                         name))
+        agent.client.start(lb_id)
+        amphorae.append(Amphora(name, agent, namespace))
+    for index, amphora in enumerate(amphorae):
+        config = keepalived_config(amphora.agent.base_path, VRRP_IPS[index],
+                                   VRRP_IPS[1 - index], priority=100 - index * 10)
+        assert amphora.agent.client.upload_vrrp_config(config) == {"message": "OK"}
+    for amphora in amphorae:
+        answer = amphora.agent.client.vrrp_action("start")
+        assert answer == {"message": "OK", "details": "keepalived started"}
+    return Pair(lab, tuple(amphorae), lb_id, lab.add_client(CLIENT))
+
+
+def test_exactly_one_holder_serves_the_vip(pair):
+    holder = pair.wait_for_single_holder()
+    # Stable: still exactly one a few advertisement intervals later.
+    time.sleep(3)
+    assert pair.holders() == [holder]
+    assert pair.wait_for_answer(holder.name) == holder.name
+    for amphora in pair.amphorae:
+        details = amphora.agent.client.get_details()
+        assert (details["topology"], details["topology_status"]) == ("ACTIVE_STANDBY", "OK")
+        assert details["active"] is (amphora is holder)
+    # A start of a running keepalived is a reload; the holder keeps the VIP.
+    assert holder.agent.client.vrrp_action("start")["details"] == "keepalived reloaded"
+    assert holder.agent.client.vrrp_action("reload")["details"] == "keepalived reloaded"
+    time.sleep(2)
+    assert pair.holders() == [holder]
+
+
+def test_vip_moves_when_the_holders_keepalived_is_killed(pair):
+    holder = pair.wait_for_single_holder()
+    other = next(a for a in pair.amphorae if a is not holder)
+    psutil.Process(holder.keepalived_pid()).send_signal(signal.SIGKILL)
+    assert pair.wait_for_single_holder(not_this=holder) is other
+    assert pair.wait_for_answer(other.name) == other.name
+    details = holder.agent.client.get_details()
+    assert (details["topology_status"], details["active"]) == ("ERROR", False)
+    # Started again it comes back as backup (nopreempt): the VIP stays where it is.
+    assert holder.agent.client.vrrp_action("start")["details"] == "keepalived started"
+    time.sleep(4)
+    assert pair.holders() == [other]
+
+
+def test_start_clears_what_a_killed_keepalived_left_behind(pair):
+    holder = pair.wait_for_single_holder()
+    other = next(a for a in pair.amphorae if a is not holder)
+    parent = psutil.Process(holder.keepalived_pid())
+    orphans = parent.children()
+    assert orphans, "keepalived --vrrp runs a VRRP child"
+    # A killed keepalived's VRRP child lives on for a moment to give the VIP back, and on its
+    # way out deletes the VRRP pid file; frozen, it stays in that moment for as long as we like.
+    for orphan in orphans:
+        orphan.suspend()
+    parent.kill()
+    assert holder.agent.client.vrrp_action("start")["details"] == "keepalived started"
+    assert not alive(orphans)
+    restarted = psutil.Process(holder.keepalived_pid())
+    assert restarted.pid != parent.pid and restarted.children()
+    assert (holder.agent.base_path / "vrrp" / "octavia-keepalived-vrrp.pid").is_file()
+    assert holder.agent.client.get_details()["topology_status"] == "OK"
+    assert pair.wait_for_single_holder(not_this=holder) is other
+
+
+def test_vip_moves_when_the_holders_haproxy_dies(pair):
+    holder = pair.wait_for_single_holder()
+    other = next(a for a in pair.amphorae if a is not holder)
+    master = psutil.Process(int(
+        (holder.agent.base_path / pair.lb_id / f"{pair.lb_id}.pid").read_text().split()[0]))
+    for process in [master, *master.children()]:
+        process.send_signal(signal.SIGKILL)
+    assert pair.wait_for_single_holder(not_this=holder) is other
+    assert pair.wait_for_answer(other.name) == other.name
+    # keepalived itself still runs on the old holder; only its check fails.
+    assert holder.agent.client.get_details()["topology_status"] == "OK"
+
+
+def test_stop_releases_the_vip(pair):
+    holder = pair.wait_for_single_holder()
+    assert holder.agent.client.vrrp_action("stop")["details"] == "keepalived stoped"
+    assert pair.wait_for_single_holder(not_this=holder) is not holder
+    assert not holder.holds_vip()
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def expect_error(status: int, message: str, call, *args) -> AmphoraAPIError:
+    with pytest.raises(AmphoraAPIError) as caught:
+        call(*args)
+    assert (caught.value.status, caught.value.message) == (status, message), caught.value.details
+    return caught.value
+
+
+@pytest.fixture
+def plugged_agent(agent_factory, lab):
+    agent = agent_factory(network_namespace=lab.namespace("amp"), topology="ACTIVE_STANDBY")
+    agent.client.plug_vip(VIP, {"subnet_cidr": SUBNET, "gateway": GATEWAY,
+                                "mac_address": lab.hot_plug().mac, "vrrp_ip": VRRP_IPS[0]})
+    return agent
+
+
+def test_unknown_action_is_400(plugged_agent):
+    error = expect_error(400, "Invalid Request", plugged_agent.client.vrrp_action, "restart")
+    assert "restart" in error.details
+
+
+def test_start_without_a_config_is_500(plugged_agent):
+    expect_error(500, "Failed to start keepalived service", plugged_agent.client.vrrp_action,
+                 "start")
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        pytest.param(lambda text: text.replace("virtual_router_id 61", "virtual_router_id 300"),
+                     id="vrid-out-of-range"),
+        pytest.param(lambda text: text.replace("interface eth1", "interface eth7"),
+                     id="no-such-interface"),
+        pytest.param(lambda text: text.replace("vrrp_instance", "vrrp_instanse"),
+                     id="unknown-keyword"),
+        pytest.param(lambda text: text + "vrrp_instance x {\n", id="unbalanced-braces"),
+    ],
+)
+def test_rejected_upload_changes_nothing(plugged_agent, mangle):
+    agent = plugged_agent
+    good = keepalived_config(agent.base_path, VRRP_IPS[0], VRRP_IPS[1], priority=100)
+    agent.client.upload_vrrp_config(good)
+    config_file = agent.base_path / "vrrp" / "octavia-keepalived.conf"
+    before = config_file.read_bytes()
+    error = expect_error(400, "Invalid request", agent.client.upload_vrrp_config, mangle(good))
+    assert error.details  # keepalived's own complaint
+    assert config_file.read_bytes() == before
+    assert [p.name for p in config_file.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_upload_returns_md5_etag(plugged_agent):
+    agent = plugged_agent
+    good = keepalived_config(agent.base_path, VRRP_IPS[0], VRRP_IPS[1], priority=100)
+    response = agent.client.request("PUT", "/1.0/vrrp/upload", data=good.encode())
+    assert response.status_code == 200
+    assert response.headers["ETag"] == hashlib.md5(good.encode()).hexdigest()
+
+
+def test_keepalived_survives_an_agent_restart(pair):
+    holder = pair.wait_for_single_holder()
+    pid = holder.keepalived_pid()
+    holder.agent.restart()
+    assert holder.keepalived_pid() == pid and psutil.pid_exists(pid)
+    details = holder.agent.client.get_details()
+    assert (details["topology_status"], details["active"]) == ("OK", True)
+    # The restarted agent finds it: a start is a reload, not a second keepalived.
+    assert holder.agent.client.vrrp_action("start")["details"] == "keepalived reloaded"
+    assert holder.keepalived_pid() == pid
+
+
+def test_no_heartbeat_while_configured_keepalived_is_down(agent_factory, lab):
+    """As Octavia's amphorae: silence makes the controller fail the amphora over."""
+    with HeartbeatReceiver("vrrp-key") as receiver:
+        host, port = receiver.address
+        agent = agent_factory(network_namespace=lab.namespace("amp"), topology="ACTIVE_STANDBY",
+                              controllers=[f"{host}:{port}"], heartbeat_interval=0.3,
+                              heartbeat_key="vrrp-key")
+        agent.client.plug_vip(VIP, {"subnet_cidr": SUBNET, "gateway": GATEWAY,
+                                    "mac_address": lab.hot_plug().mac, "vrrp_ip": VRRP_IPS[0]})
+        receiver.wait_for(agent.amphora_id, count=2, timeout=20)
+        agent.client.upload_vrrp_config(
+            keepalived_config(agent.base_path, VRRP_IPS[0], VRRP_IPS[1], priority=100))
+        time.sleep(1)  # a tick in flight when the config landed may still arrive
+        silent_since = time.time()
+        time.sleep(2)
+        assert receiver.history(agent.amphora_id).latest().received_at < silent_since
+        agent.client.vrrp_action("start")
+        receiver.wait_for(agent.amphora_id, count=2, after=time.time(), timeout=20)
+
+
+def test_check_ignores_load_balancers_stopped_through_the_api(agent_factory, lb_config,
+                                                               http_backend):
+    """The track script: every haproxy meant to run must answer; one the controller stopped is
+    not counted, one that died is."""
+    agent = agent_factory()
+    configs = [lb_config(agent, http_backend.port) for _ in range(2)]
+    for lb in configs:
+        agent.client.upload_config(lb.lb_id, lb.text)
+        agent.client.start(lb.lb_id)
+
+    def check() -> int:
+        return subprocess.run([sys.executable, "-m", "amphora_agent.vrrp_check",
+                               str(agent.base_path)], capture_output=True, timeout=30).returncode
+
+    assert check() == 0
+    agent.client.stop(configs[0].lb_id)
+    assert check() == 0
+    master = int((agent.base_path / configs[1].lb_id / f"{configs[1].lb_id}.pid").read_text())
+    os.kill(master, signal.SIGKILL)
+    assert check() == 1
+    agent.client.stop(configs[1].lb_id)
+    assert check() == 1  # nothing left to serve: must not hold the VIP
