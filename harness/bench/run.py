@@ -42,7 +42,7 @@ import requests
 
 from harness.bench.results import SCHEMA, metric_entries
 from harness.drivers.controller import LoadBalancerController
-from harness.lab.images import REPO_ROOT
+from harness.lab.constants import FAILOVER_VRRP
 from harness.lab.lab import NODE_HOSTS, Amphora, Lab, Member
 from harness.lab.providers.base import LAB_LABEL, OWNER_LABEL, ROLE_LABEL, Provider
 from harness.model.loadbalancer import (
@@ -52,11 +52,11 @@ from harness.model.loadbalancer import (
     Pool,
     Protocol,
     Topology,
-    VrrpGroup,
 )
 from harness.model.loadbalancer import Member as LbMember
 from harness.observe.plots import plot_timeline
 from harness.observe.traffic import Timeline, TimelineRecorder
+from harness.paths import REPO_ROOT
 from harness.polling import poll_until, wait_until
 from harness.render.amphora_configs import render_haproxy
 
@@ -83,8 +83,9 @@ end
 WRK_TIMEOUT_MARGIN_S = 30
 # Active/standby timers of the failover runs (what the failover suite uses too): adverts every
 # second, the haproxy check every 2 s, two failures to give mastership up.
-FAILOVER_VRRP = dict(advert_int=1, check_interval=2, check_fall=2, check_rise=2)
 RECORDER_INTERVAL_S = 0.02
+VRRP_TIMERS = {name: getattr(FAILOVER_VRRP, name)
+               for name in ("advert_int", "check_interval", "check_fall", "check_rise")}
 RECORDER_TIMEOUT_S = 1.0
 PAIR_SETTLE_TIMEOUT_S = 40.0
 PAIR_STEADY_ANSWERS = 10
@@ -282,7 +283,7 @@ class Bench:
                 "thread) stays well below 1.0 in every run, and the direct run to the member "
                 "is the ceiling the VIP runs are measured against",
             },
-            "failover": {"vrrp": FAILOVER_VRRP, "recorder_interval_s": RECORDER_INTERVAL_S,
+            "failover": {"vrrp": VRRP_TIMERS, "recorder_interval_s": RECORDER_INTERVAL_S,
                          "recorder_timeout_s": RECORDER_TIMEOUT_S},
             "metrics": metric_entries(self.samples),
             "load_runs": runs,
@@ -455,7 +456,7 @@ class Bench:
             ports.append(lab.attach_vip_port(amphora))
         lb = _http_lb(vip, [member], topology=Topology.ACTIVE_STANDBY)
         LoadBalancerController(lb, [a.client for a in pair],
-                               vrrp_group=VrrpGroup(**FAILOVER_VRRP)).create(ports)
+                               vrrp_group=FAILOVER_VRRP).create(ports)
         url = _url(lb.vip_address)
         master = self.settled_master(url, pair)
         self.say(f"failover {kind} {n + 1}/{self.settings.failover_repeats}: "

@@ -35,9 +35,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.faults.injector import DATA_PLANE_NAMESPACE, remove_lab_tables
+from harness.faults.injector import remove_lab_tables
 from harness.faults.standing import KINDS, apply_fault, heal_faults
-from harness.lab.images import RECIPES, REPO_ROOT, ImageBuilder
+from harness.lab.constants import DATA_PLANE_NAMESPACE
+from harness.lab.images import RECIPES, ImageBuilder
 from harness.lab.lab import Lab, collect_leftovers
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Provider
@@ -59,6 +60,7 @@ from harness.lab.standing import (
     state_root,
 )
 from harness.observe.traffic import TimelineRecorder
+from harness.paths import REPO_ROOT
 from harness.polling import poll_until
 
 CONSOLE = Console(stderr=True, log_path=False)

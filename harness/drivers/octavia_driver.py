@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from harness.paths import REPO_ROOT
+
 OCTAVIA_PYTHON = REPO_ROOT / ".venv-octavia" / "bin" / "python"
 PROBE = Path(__file__).with_name("octavia_probe.py")
 EXIT_TIMEOUT_S = 30.0

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from harness.lab.constants import DATA_PLANE_NAMESPACE
 from harness.lab.providers.base import ExecResult, Port
 
 if TYPE_CHECKING:  # lab.py imports this module for teardown
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # lab.py imports this module for teardown
 
 LOG = logging.getLogger(__name__)
 
-DATA_PLANE_NAMESPACE = "amphora-haproxy"
 NFT_TABLE_PREFIX = "amphora_harness_"
 # Matches the agent's command line, ours (`python3 -m amphora_agent --config-file ...`) and
 # Octavia's (`.../amphora-agent --config ...`), but not `amphora_agent.vrrp_check`, the check

@@ -6,6 +6,8 @@ import configparser
 import io
 from dataclasses import dataclass, field
 
+from harness.lab.constants import DATA_PLANE_NAMESPACE
+
 
 @dataclass
 class AgentSettings:
@@ -16,7 +18,7 @@ class AgentSettings:
     bind_port: int = 9443
     base_path: str = "/var/lib/octavia"
     base_cert_dir: str = "/var/lib/octavia/certs"
-    network_namespace: str = "amphora-haproxy"
+    network_namespace: str = DATA_PLANE_NAMESPACE
     topology: str = "SINGLE"
     controllers: list[str] = field(default_factory=list)  # "host:port"
     heartbeat_interval: float = 10.0

@@ -33,8 +33,8 @@ import docker.errors
 from rich.console import Console
 from rich.markup import escape
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-IMAGES_DIR = REPO_ROOT / "images"
+from harness.paths import IMAGES_DIR, REPO_ROOT
+
 REPOSITORY_PREFIX = "amphora-harness/"
 IMAGE_LABEL = "amphora-harness.image"
 

@@ -21,7 +21,8 @@ import yaml
 
 from harness.drivers.controller import AMPHORAE_PER_TOPOLOGY
 from harness.model.loadbalancer import ModelError, Topology
-from harness.model.yaml_loader import FIXTURES_DIR, lb_fixture, load_lb
+from harness.model.yaml_loader import lb_fixture, load_lb
+from harness.paths import FIXTURES_DIR
 
 TOPOLOGIES_DIR = FIXTURES_DIR / "topologies"
 DEFAULT_TOPOLOGY = "single"

@@ -36,8 +36,8 @@ from harness.model.loadbalancer import (
     Pool,
     SessionPersistence,
 )
+from harness.paths import FIXTURES_DIR
 
-FIXTURES_DIR = Path(__file__).resolve().parents[2] / "fixtures"
 LB_FIXTURES_DIR = FIXTURES_DIR / "lbs"
 
 

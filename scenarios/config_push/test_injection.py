@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import yaml
 
 from harness.model.loadbalancer import Model, ModelError
-from harness.model.yaml_loader import FIXTURES_DIR
+from harness.paths import FIXTURES_DIR
 
 HOSTILE = [*yaml.safe_load((FIXTURES_DIR / "hostile-values.yaml").read_text()), "x" * 5000]
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from harness.lab.constants import DATA_PLANE_NAMESPACE
 from harness.lab.lab import Amphora, Lab
 from scenarios.config_push.test_serving import connection_refused, tcp_member
-
-DATA_PLANE_NAMESPACE = "amphora-haproxy"
 
 
 @pytest.mark.parametrize("power_off", ["kill", "stop"])

@@ -14,8 +14,8 @@ import pytest
 from harness.drivers.rest_client import AmphoraAPIError
 from harness.faults.injector import AGENT_PATTERN
 from harness.model.loadbalancer import Algorithm, HealthMonitor, Listener, Member, Pool, Protocol
-from harness.model.yaml_loader import FIXTURES_DIR
 from harness.observe.traffic import TimelineRecorder
+from harness.paths import FIXTURES_DIR
 
 INVALID_CONFIGS = sorted((FIXTURES_DIR / "haproxy" / "invalid").glob("*.cfg"))
 PUSHES_UNDER_LOAD = 20

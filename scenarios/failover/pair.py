@@ -18,10 +18,10 @@ import testinfra
 
 from harness.drivers.controller import LoadBalancerController
 from harness.drivers.rest_client import AmphoraAPIError
-from harness.faults.injector import DATA_PLANE_NAMESPACE
+from harness.lab.constants import DATA_PLANE_NAMESPACE, FAILOVER_VRRP
 from harness.lab.lab import Amphora, Lab, Member
 from harness.lab.pki import CertificateAuthority
-from harness.model.loadbalancer import LoadBalancer, VrrpGroup, VrrpRole
+from harness.model.loadbalancer import LoadBalancer, VrrpRole
 from harness.observe.plots import plot_timeline
 from harness.observe.traffic import Timeline, TimelineRecorder
 from harness.polling import wait_until
@@ -32,7 +32,7 @@ SITE_NAMES = {"default": "default.failover.test", "site-a": "site-a.failover.tes
 # Short timers keep the suite fast: adverts every second. The check script runs every 2 s and
 # gives mastership up after 2 failures (Octavia's defaults are 5 s and 2): 1 s would leave the
 # check, a Python process in a busy container, too little time before keepalived times it out.
-VRRP = VrrpGroup(advert_int=1, check_interval=2, check_fall=2, check_rise=2)
+VRRP = FAILOVER_VRRP
 # How long a backup waits without adverts before it takes over (RFC 3768's Master_Down_Interval:
 # 3 adverts plus a skew that is longest for the lowest priority).
 MASTER_DOWN_S = 3 * VRRP.advert_int + (256 - VrrpRole.BACKUP.value) / 256 * VRRP.advert_int

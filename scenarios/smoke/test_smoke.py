@@ -12,6 +12,7 @@ import pytest
 import requests
 import tenacity
 
+from harness.lab.constants import DATA_PLANE_NAMESPACE
 from harness.lab.lab import AGENT_PORT, Amphora, Lab, Member
 from harness.lab.providers.base import Node, Port
 from harness.model import loadbalancer as model
@@ -22,7 +23,6 @@ LISTENER_PORT = 80
 # dockerd with LimitNOFILE=20000, say), which Octavia's default of 50,000 would exceed.
 CONNECTION_LIMIT = 2000
 REQUESTS = 20
-DATA_PLANE_NAMESPACE = "amphora-haproxy"
 
 
 @pytest.fixture(scope="module")

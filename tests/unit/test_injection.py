@@ -34,7 +34,7 @@ from harness.model.loadbalancer import (
     VrrpAmphora,
     VrrpGroup,
 )
-from harness.model.yaml_loader import FIXTURES_DIR
+from harness.paths import FIXTURES_DIR
 from harness.render.amphora_configs import AmphoraPaths, render_haproxy
 
 HOSTILE: list[str] = [

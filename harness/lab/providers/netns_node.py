@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from harness.lab.images import IMAGES_DIR, REPO_ROOT
 from harness.lab.providers.base import ProviderError
+from harness.paths import IMAGES_DIR, REPO_ROOT
 
 # The node's own upper dirs for these host directories (see the module docstring).
 OVERLAID = {"/etc": "etc", "/var/lib": "var-lib"}
