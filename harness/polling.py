@@ -1,6 +1,6 @@
 """Bounded polling: every wait of the harness and its suites ends, in time and so in count.
 
-tenacity serves where failures are exceptions to retry (harness.drivers.rest_client,
+tenacity serves where failures are exceptions to retry (harness.amphora_api.client,
 harness.lab.lab); these two
 serve the many waits for a condition to become true.
 """

@@ -12,7 +12,7 @@ Fixtures (module-scoped unless noted; a module sizes its lab by overriding `lab_
     lab             one lab
     amphorae        lab_shape.amphorae booted amphorae, agents answering
     amphora         the first of them
-    amphora_client  its driver client (harness.drivers.rest_client.AmphoraClient)
+    amphora_client  its driver client (harness.amphora_api.client.AmphoraClient)
     amphora_host    a pytest-testinfra host inside it (processes, sockets, files)
     members         lab_shape.members booted members (harness.lab.member_server)
     vip_client      a node on the VIP network: a tenant's client VM
@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from harness.drivers.rest_client import AmphoraClient
+from harness.amphora_api.client import AmphoraClient
 from harness.faults.injector import FaultInjector
 from harness.lab.lab import Amphora, Lab, Member, collect_leftovers
 from harness.lab.providers import PROVIDERS, make_provider

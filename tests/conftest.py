@@ -35,7 +35,7 @@ import psutil
 import pytest
 
 from amphora_agent import netns
-from harness.drivers.rest_client import AmphoraClient
+from harness.amphora_api.client import AmphoraClient
 from harness.lab.agent_config import AgentSettings, render_agent_config
 from harness.lab.pki import AmphoraCredentials, LabPKI
 from tests.support.netns_lab import NetnsLab

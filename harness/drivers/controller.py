@@ -27,7 +27,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from harness.drivers.rest_client import AmphoraAPIError, AmphoraClient
+from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
 from harness.model.loadbalancer import (
     Certificate,
     LoadBalancer,

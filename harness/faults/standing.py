@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import tenacity
 
-from harness.drivers.rest_client import AmphoraAPIError
+from harness.amphora_api.client import AmphoraAPIError
 from harness.faults.injector import BridgeRules, Fault, FaultInjector
 from harness.lab.lab import Amphora
 from harness.lab.standing import FaultRecord, StandingLab, StandingLabError

@@ -33,8 +33,8 @@ from pathlib import Path
 import requests
 import tenacity
 
+from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
 from harness.drivers.controller import VipPort
-from harness.drivers.rest_client import AmphoraAPIError, AmphoraClient
 from harness.faults.injector import remove_lab_tables
 from harness.lab.agent_config import AgentSettings, render_agent_config
 from harness.lab.pki import LabPKI

@@ -27,8 +27,8 @@ from typing import Any
 
 import requests
 
+from harness.amphora_api.client import AmphoraClient
 from harness.drivers.controller import LoadBalancerController, VipPort
-from harness.drivers.rest_client import AmphoraClient
 from harness.lab.agent_config import AgentSettings
 from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Amphora, Lab, Member
 from harness.lab.pki import CertificateAuthority, DriverCredentials

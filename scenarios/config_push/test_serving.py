@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.drivers.rest_client import AmphoraAPIError
+from harness.amphora_api.client import AmphoraAPIError
 from harness.faults.injector import AGENT_PATTERN
 from harness.model.loadbalancer import Algorithm, HealthMonitor, Listener, Member, Pool, Protocol
 from harness.observe.traffic import TimelineRecorder

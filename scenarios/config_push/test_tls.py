@@ -10,8 +10,8 @@ import ssl
 import pytest
 import requests
 
+from harness.amphora_api.client import AmphoraAPIError
 from harness.drivers.controller import md5_hex
-from harness.drivers.rest_client import AmphoraAPIError
 from harness.lab.pki import CertificateAuthority
 from harness.model.loadbalancer import Certificate
 

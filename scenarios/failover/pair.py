@@ -16,8 +16,8 @@ from pathlib import Path
 import requests
 import testinfra
 
+from harness.amphora_api.client import AmphoraAPIError
 from harness.drivers.controller import LoadBalancerController
-from harness.drivers.rest_client import AmphoraAPIError
 from harness.lab.constants import DATA_PLANE_NAMESPACE, FAILOVER_VRRP
 from harness.lab.lab import Amphora, Lab, Member
 from harness.lab.pki import CertificateAuthority

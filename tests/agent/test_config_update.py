@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness.drivers.rest_client import AmphoraAPIError
+from harness.amphora_api.client import AmphoraAPIError
 from harness.observe.heartbeats import HeartbeatReceiver
 
 OLD_KEY, NEW_KEY = "old-heartbeat-key", "new-heartbeat-key"

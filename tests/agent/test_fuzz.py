@@ -10,7 +10,7 @@ import uuid
 
 import requests
 
-from harness.drivers.rest_client import AmphoraClient
+from harness.amphora_api.client import AmphoraClient
 
 REQUESTS = 600
 PATHS = (

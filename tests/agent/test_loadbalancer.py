@@ -1,5 +1,5 @@
 """haproxy config upload / get, start / stop / reload, delete, listeners status, info and
-details: a real agent process driven through harness.drivers.rest_client over mutual TLS, real
+details: a real agent process driven through harness.amphora_api.client over mutual TLS, real
 haproxy
 serving real traffic on loopback."""
 
@@ -17,7 +17,7 @@ import uuid
 import psutil
 import pytest
 
-from harness.drivers.rest_client import AmphoraAPIError
+from harness.amphora_api.client import AmphoraAPIError
 from harness.polling import poll_until
 
 BAD_CONFIG = "global\n    daemon\nthis_is_not_a_keyword\n"

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from harness.drivers.rest_client import AmphoraAPIError
+from harness.amphora_api.client import AmphoraAPIError
 
 pytestmark = pytest.mark.netns
 

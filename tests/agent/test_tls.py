@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from harness.drivers.rest_client import AmphoraAPIError, AmphoraClient
+from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
 from harness.lab.pki import LabPKI
 from harness.polling import poll_until
 

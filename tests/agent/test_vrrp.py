@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from amphora_agent.processes import alive
-from harness.drivers.rest_client import AmphoraAPIError
+from harness.amphora_api.client import AmphoraAPIError
 from harness.observe.heartbeats import HeartbeatReceiver
 from tests.agent.test_plug import addresses
 from tests.support.netns_lab import NetnsLab

@@ -1,4 +1,4 @@
-"""harness.drivers.rest_client on its own: the amphora-id check, retries and error reporting,
+"""harness.amphora_api.client on its own: the amphora-id check, retries and error reporting,
 against a
 scripted HTTPS server speaking real mutual TLS (and a real agent for the restart case)."""
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from harness.drivers.rest_client import AmphoraAPIError, AmphoraClient
+from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
 
 
 class ScriptedServer(http.server.ThreadingHTTPServer):

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
+from harness.amphora_api.client import AmphoraAPIError
 from harness.drivers.controller import LoadBalancerController, VipPort
-from harness.drivers.rest_client import AmphoraAPIError
 from harness.model.loadbalancer import Listener, LoadBalancer, Member, Pool, Protocol, VipSubnet
 from harness.polling import poll_until
 from harness.render.amphora_configs import AmphoraPaths
