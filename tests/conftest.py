@@ -36,8 +36,8 @@ import pytest
 
 from amphora_agent import netns
 from harness.amphora_api.client import AmphoraClient
+from harness.amphora_api.pki import AmphoraCredentials, LabPKI
 from harness.lab.agent_config import AgentSettings, render_agent_config
-from harness.lab.pki import AmphoraCredentials, LabPKI
 from tests.support.netns_lab import NetnsLab
 
 AGENT_READY_TIMEOUT_S = 20.0

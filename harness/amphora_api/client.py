@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPSConnectionPool
 
-from harness.lab.pki import DriverCredentials
+from harness.amphora_api.pki import DriverCredentials
 
 USER_AGENT = "amphora-harness client/1.0"
 NOT_READY_DETAIL = "No suitable network interface found"

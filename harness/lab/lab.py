@@ -34,10 +34,10 @@ import requests
 import tenacity
 
 from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
+from harness.amphora_api.pki import LabPKI
 from harness.drivers.controller import VipPort
 from harness.faults.injector import remove_lab_tables
 from harness.lab.agent_config import AgentSettings, render_agent_config
-from harness.lab.pki import LabPKI
 from harness.lab.providers import labs_on_host
 from harness.lab.providers.base import (
     AddressSpaceTaken,

@@ -28,10 +28,10 @@ from typing import Any
 import requests
 
 from harness.amphora_api.client import AmphoraClient
+from harness.amphora_api.pki import CertificateAuthority, DriverCredentials
 from harness.drivers.controller import LoadBalancerController, VipPort
 from harness.lab.agent_config import AgentSettings
 from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Amphora, Lab, Member
-from harness.lab.pki import CertificateAuthority, DriverCredentials
 from harness.lab.providers.base import Network, NetworkSpec, Node, NodeSpec, Port, Provider
 from harness.lab.shape import certificate_names
 from harness.model.loadbalancer import LoadBalancer, Protocol, Topology, VipSubnet, VrrpGroup

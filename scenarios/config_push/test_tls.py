@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from harness.amphora_api.client import AmphoraAPIError
+from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.controller import md5_hex
-from harness.lab.pki import CertificateAuthority
 from harness.model.loadbalancer import Certificate
 
 HOSTS = {"default": "www.example.com", "site-a": "a.example.com", "site-b": "b.example.com"}

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.controller import LoadBalancerController
 from harness.lab.lab import Amphora, Lab, Member
-from harness.lab.pki import CertificateAuthority
 from harness.model.yaml_loader import load_lb
 from harness.observe.traffic import TimelineRecorder
 from harness.pytest_plugin import LabShape

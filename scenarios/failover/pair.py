@@ -17,10 +17,10 @@ import requests
 import testinfra
 
 from harness.amphora_api.client import AmphoraAPIError
+from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.controller import LoadBalancerController
 from harness.lab.constants import DATA_PLANE_NAMESPACE, FAILOVER_VRRP
 from harness.lab.lab import Amphora, Lab, Member
-from harness.lab.pki import CertificateAuthority
 from harness.model.loadbalancer import LoadBalancer, VrrpRole
 from harness.observe.plots import plot_timeline
 from harness.observe.traffic import Timeline, TimelineRecorder

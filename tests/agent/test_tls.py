@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
-from harness.lab.pki import LabPKI
+from harness.amphora_api.pki import LabPKI
 from harness.polling import poll_until
 
 

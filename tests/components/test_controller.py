@@ -15,13 +15,13 @@ import requests
 
 from amphora_agent.vip_firewall import parse_rules
 from harness.amphora_api.client import AmphoraAPIError
+from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.controller import (
     ControllerError,
     LoadBalancerController,
     md5_hex,
     vip_firewall_rules,
 )
-from harness.lab.pki import CertificateAuthority
 from harness.model.loadbalancer import (
     Certificate,
     Listener,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.amphora_api.pki import LabPKI
 from harness.lab import member_server
-from harness.lab.pki import LabPKI
 
 MEMBER_ID = "member-under-test"
 LOOPBACK = "127.0.0.1"

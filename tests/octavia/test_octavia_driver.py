@@ -16,9 +16,9 @@ import psutil
 import pytest
 import requests
 
+from harness.amphora_api.pki import LabPKI
 from harness.drivers import octavia_driver
 from harness.drivers.octavia_driver import DriverSettings, OctaviaDriver
-from harness.lab.pki import LabPKI
 from tests.components import test_controller_pair as pair
 
 LOOPBACK = "127.0.0.1"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.amphora_api.pki import LabPKI
 from harness.faults.standing import KINDS, targets_for
 from harness.lab.lab import subnet_plan
-from harness.lab.pki import LabPKI
 from harness.lab.providers.docker import DockerProvider
 from harness.lab.shape import (
     TOPOLOGIES_DIR,

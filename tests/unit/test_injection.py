@@ -14,7 +14,7 @@ import dataclasses
 import pytest
 import yaml
 
-from harness.lab.pki import CertificateAuthority
+from harness.amphora_api.pki import CertificateAuthority
 from harness.model.loadbalancer import (
     Certificate,
     CompareType,

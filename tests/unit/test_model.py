@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.lab.pki import CertificateAuthority
+from harness.amphora_api.pki import CertificateAuthority
 from harness.model.loadbalancer import (
     Algorithm,
     HealthMonitor,

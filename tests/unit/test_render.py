@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.lab.pki import CertificateAuthority
+from harness.amphora_api.pki import CertificateAuthority
 from harness.model.loadbalancer import (
     HostRoute,
     LoadBalancer,
