@@ -35,9 +35,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.faults.injector import remove_lab_tables
+from harness.drivers.standing_push import push_lb
 from harness.faults.standing import KINDS, apply_fault, heal_faults
 from harness.lab.constants import DATA_PLANE_NAMESPACE
+from harness.lab.host_tables import remove_lab_tables
 from harness.lab.images import RECIPES, ImageBuilder
 from harness.lab.lab import Lab, collect_leftovers
 from harness.lab.providers import PROVIDERS, make_provider
@@ -186,7 +187,7 @@ def up(args: argparse.Namespace) -> None:
 def _push(standing: StandingLab, lb_file: Path) -> None:
     first = standing.record.load_balancer is None
     with step(f"{'create' if first else 'update'} load balancer from {lb_file.name}"):
-        standing.push(lb_file)
+        push_lb(standing, lb_file)
     lb = standing.record.load_balancer
     with step(f"{lb.url(standing.record.vip)} serving"):
         _wait_serving(standing)

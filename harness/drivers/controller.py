@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 
 from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
 from harness.model.loadbalancer import (
+    AMPHORAE_PER_TOPOLOGY,
     Certificate,
     LoadBalancer,
     Topology,
-    VipSubnet,
+    VipPort,
     VrrpAmphora,
     VrrpGroup,
     VrrpRole,
@@ -44,7 +45,6 @@ from harness.render.amphora_configs import (
     render_keepalived,
 )
 
-AMPHORAE_PER_TOPOLOGY = {Topology.SINGLE: 1, Topology.ACTIVE_STANDBY: 2}
 ROLES_IN_ORDER = (VrrpRole.MASTER, VrrpRole.BACKUP)
 
 
@@ -54,34 +54,6 @@ class ControllerError(RuntimeError):
 
 def md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-@dataclass(frozen=True)
-class VipPort:
-    """A port on the VIP network attached to an amphora, as the cloud reports it: its MAC and
-    fixed IP (the amphora's own address there, vrrp_ip) on the VIP subnet."""
-
-    mac_address: str
-    vrrp_ip: str
-    subnet: VipSubnet
-    mtu: int | None = None
-
-    def plug_request(self, sriov: bool = False) -> dict:
-        """The body of POST /1.0/plug/vip/{vip}."""
-        body: dict = {
-            "is_sriov": sriov,
-            "subnet_cidr": self.subnet.cidr,
-            "gateway": self.subnet.gateway,
-            "mac_address": self.mac_address,
-            "vrrp_ip": self.vrrp_ip,
-            "host_routes": [
-                {"destination": route.destination, "nexthop": route.nexthop}
-                for route in self.subnet.host_routes
-            ],
-        }
-        if self.mtu is not None:
-            body["mtu"] = self.mtu
-        return body
 
 
 @dataclass

@@ -6,9 +6,9 @@ fault is active still leaves the lab healed (the plugin's `faults` fixture heals
 
 Link-level faults (partition, loss) are nftables rules of the `bridge` family on the host,
 matched on the MAC addresses of the amphorae's ports: they need nothing inside the amphora, so
-they work against any agent image. Each lives in its own table whose name carries the lab id, so
-`remove_lab_tables` (lab teardown, gc) finds what a crashed run left behind. Which bridge hook
-sees a frame depends on where it comes from, so a rule about one port sits in the right hooks:
+they work against any agent image. Each lives in a lab table of its own (harness.lab.host_tables),
+so lab teardown and gc find what a crashed run left behind. Which bridge hook sees a frame
+depends on where it comes from, so a rule about one port sits in the right hooks:
 
     prerouting  frames entering the bridge from a port (whatever their destination)
     forward     frames from one port to another
@@ -21,20 +21,16 @@ import abc
 import itertools
 import json
 import logging
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from harness.lab.constants import DATA_PLANE_NAMESPACE
+from harness.lab.host_tables import nft, table_name
+from harness.lab.lab import Amphora, Lab
 from harness.lab.providers.base import ExecResult, Port
-
-if TYPE_CHECKING:  # lab.py imports this module for teardown
-    from harness.lab.lab import Amphora, Lab
 
 LOG = logging.getLogger(__name__)
 
-NFT_TABLE_PREFIX = "amphora_harness_"
 # Matches the agent's command line, ours (`python3 -m amphora_agent --config-file ...`) and
 # Octavia's (`.../amphora-agent --config ...`), but not `amphora_agent.vrrp_check`, the check
 # keepalived runs: killing that would fail a VRRP check, which is a different fault.
@@ -67,38 +63,6 @@ class Fault(abc.ABC):
 
 
 # --- host bridge rules ----------------------------------------------------------------------
-
-
-def _nft(args: list[str], script: str | None = None,
-         namespace: str | None = None) -> subprocess.CompletedProcess[str]:
-    """nft on the host, or inside `namespace` when the lab's bridges live in one."""
-    prefix = ["ip", "netns", "exec", namespace] if namespace else []
-    return subprocess.run([*prefix, "nft", *args], input=script, text=True,
-                          capture_output=True, check=False)
-
-
-def lab_tables(namespace: str | None = None) -> dict[str, str]:
-    """The fault tables on the host: table name -> the id of the lab it belongs to."""
-    listed = _nft(["list", "tables", "bridge"], namespace=namespace)
-    tables = {}
-    for line in listed.stdout.splitlines():
-        words = line.split()
-        if words[:2] == ["table", "bridge"] and words[2].startswith(NFT_TABLE_PREFIX):
-            lab_id = words[2].removeprefix(NFT_TABLE_PREFIX).rpartition("_")[0]
-            tables[words[2]] = lab_id
-    return tables
-
-
-def remove_lab_tables(lab_id: str | None = None, *, keep: frozenset[str] = frozenset(),
-                      namespace: str | None = None) -> list[str]:
-    """Delete the fault tables of one lab (of every lab whose id is not in `keep` when lab_id is
-    None, which is what gc does). Returns the names removed."""
-    removed = []
-    for table, owner in lab_tables(namespace).items():
-        if (owner == lab_id) if lab_id else (owner not in keep):
-            _nft(["delete", "table", "bridge", table], namespace=namespace)
-            removed.append(table)
-    return removed
 
 
 def partition_rules(mac_a: str, mac_b: str) -> dict[str, list[str]]:
@@ -137,7 +101,7 @@ class BridgeRules(Fault):
     def __init__(self, lab_id: str, description: str, rules: dict[str, list[str]],
                  namespace: str | None = None) -> None:
         self.description = description
-        self.table = f"{NFT_TABLE_PREFIX}{lab_id}_{next(_table_numbers)}"
+        self.table = table_name(lab_id, str(next(_table_numbers)))
         self.rules = rules
         self.namespace = namespace
 
@@ -152,18 +116,18 @@ class BridgeRules(Fault):
         return f"table bridge {self.table} {{\n{''.join(chains)}}}\n"
 
     def apply(self) -> None:
-        result = _nft(["-f", "-"], self.script(), self.namespace)
+        result = nft(["-f", "-"], self.script(), self.namespace)
         if result.returncode != 0:
             raise FaultError(f"nft: {result.stderr.strip()}")
 
     def heal(self) -> None:
-        result = _nft(["delete", "table", "bridge", self.table], namespace=self.namespace)
+        result = nft(["delete", "table", "bridge", self.table], namespace=self.namespace)
         if result.returncode != 0 and "No such file" not in result.stderr:
             raise FaultError(f"nft: {result.stderr.strip()}")
 
     def dropped(self) -> int:
         """Frames the rules have dropped so far (0 once healed)."""
-        result = _nft(["-j", "list", "table", "bridge", self.table], namespace=self.namespace)
+        result = nft(["-j", "list", "table", "bridge", self.table], namespace=self.namespace)
         if result.returncode != 0:
             return 0
         total = 0

@@ -35,9 +35,8 @@ import tenacity
 
 from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
 from harness.amphora_api.pki import LabPKI
-from harness.drivers.controller import VipPort
-from harness.faults.injector import remove_lab_tables
 from harness.lab.agent_config import AgentSettings, render_agent_config
+from harness.lab.host_tables import remove_lab_tables
 from harness.lab.providers import labs_on_host
 from harness.lab.providers.base import (
     AddressSpaceTaken,
@@ -48,7 +47,7 @@ from harness.lab.providers.base import (
     Port,
     Provider,
 )
-from harness.model.loadbalancer import VipSubnet
+from harness.model.loadbalancer import VipPort, VipSubnet
 
 LAB_ADDRESS_SPACE = IPv4Network("198.18.0.0/15")
 NETWORK_ROLES = ("lb-mgmt", "vip", "member")
@@ -204,7 +203,7 @@ def collect_leftovers(provider: Provider, *, include_kept: bool = True,
     for lab_id in removed:
         for workdir in Path(tempfile.gettempdir()).glob(f"{_workdir_prefix(lab_id)}*"):
             shutil.rmtree(workdir, ignore_errors=True)
-    # Link faults (host nft tables) of every lab that no longer exists, under any provider.
+    # Host tables (link faults) of every lab that no longer exists, under any provider.
     remove_lab_tables(keep=frozenset(lab.lab_id for lab in labs_on_host(provider)))
     return removed
 
@@ -479,29 +478,23 @@ class Lab:
     def attach_vip_port(self, amphora: Amphora) -> VipPort:
         """The cloud's half of a VIP port, described as a controller learns it (MAC, fixed IP,
         subnet, MTU): for flows that POST plug/vip themselves through harness.drivers.controller."""
-        port = self.attach_port(amphora, "vip")
-        plan = self.plan("vip")
-        return VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
-                       subnet=VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway)),
-                       mtu=DATA_PLANE_MTU)
+        return self._vip_port(self.attach_port(amphora, "vip"))
 
     def plug_vip(self, amphora: Amphora, vip: IPv4Address | None = None, *,
                  additional_vips: tuple[IPv4Address, ...] = ()) -> Port:
         """Attach a port on the VIP network (its fixed IP becomes the amphora's vrrp_ip), then
         POST plug/vip with the port's MAC. vip defaults to a newly allocated one."""
-        plan = self.plan("vip")
         vip = vip or self.allocate_vip()
         port = self.attach_port(amphora, "vip")
-        subnet = {"subnet_cidr": str(plan.subnet), "gateway": str(plan.gateway),
-                  "host_routes": []}
-        amphora.client.plug_vip(str(vip), {
-            **subnet,
-            "mac_address": port.mac_address,
-            "vrrp_ip": str(port.ip_address),
-            "mtu": DATA_PLANE_MTU,
-            "additional_vips": [{"ip_address": str(a), **subnet} for a in additional_vips],
-        })
+        amphora.client.plug_vip(str(vip), self._vip_port(port).plug_request(
+            additional_vips=tuple(map(str, additional_vips))))
         return port
+
+    def _vip_port(self, port: Port) -> VipPort:
+        plan = self.plan("vip")
+        return VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
+                       subnet=VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway)),
+                       mtu=DATA_PLANE_MTU)
 
     def plug_member_network(self, amphora: Amphora) -> Port:
         """Attach a port on the member network, then POST plug/network with its MAC and IP."""

@@ -19,8 +19,7 @@ from typing import Any
 
 import yaml
 
-from harness.drivers.controller import AMPHORAE_PER_TOPOLOGY
-from harness.model.loadbalancer import ModelError, Topology
+from harness.model.loadbalancer import AMPHORAE_PER_TOPOLOGY, ModelError, Topology
 from harness.model.yaml_loader import lb_fixture, load_lb
 from harness.paths import FIXTURES_DIR
 

@@ -28,14 +28,11 @@ from typing import Any
 import requests
 
 from harness.amphora_api.client import AmphoraClient
-from harness.amphora_api.pki import CertificateAuthority, DriverCredentials
-from harness.drivers.controller import LoadBalancerController, VipPort
+from harness.amphora_api.pki import DriverCredentials
 from harness.lab.agent_config import AgentSettings
 from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Amphora, Lab, Member
 from harness.lab.providers.base import Network, NetworkSpec, Node, NodeSpec, Port, Provider
-from harness.lab.shape import certificate_names
-from harness.model.loadbalancer import LoadBalancer, Protocol, Topology, VipSubnet, VrrpGroup
-from harness.model.yaml_loader import load_lb
+from harness.model.loadbalancer import Protocol, VipPort, VipSubnet
 
 STATE_DIR_ENV = "AMPHORA_HARNESS_STATE_DIR"
 STATE_FILE = "state.json"
@@ -315,33 +312,6 @@ class StandingLab:
                         subnet=subnet, mtu=DATA_PLANE_MTU)
                 for amphora in self.lb_amphorae for port in amphora.ports
                 if port.network.spec.role == "vip"]
-
-    def push(self, source: Path) -> LoadBalancer:
-        """Push a load-balancer file as a controller does. The first push creates the load
-        balancer (VIP plugged, config, start; VRRP for a pair); later ones update the same one
-        (same id: upload and reload). TLS listeners get certificates for their symbolic names
-        from a fresh tenant CA."""
-        tenant_ca = CertificateAuthority("amphora-harness tenant CA")
-        certificates = {name: tenant_ca.issue(name, dns_names=(name,)).bundle
-                        for name in certificate_names(source)}
-        lb = load_lb(source, addresses=self.addresses(), certificates=certificates)
-        lb.topology = Topology(self.record.topology)
-        previous = self.record.load_balancer
-        group = VrrpGroup(auth_pass=previous.vrrp_auth_pass) if previous else VrrpGroup()
-        if previous is not None:
-            lb.id = previous.id
-        controller = LoadBalancerController(lb, [a.client for a in self.lb_amphorae],
-                                            vrrp_group=group)
-        if previous is None:
-            controller.create(self.vip_ports())
-        else:
-            controller.update()
-        self.record.load_balancer = LoadBalancerRecord(
-            source=str(source), id=lb.id, vrrp_auth_pass=group.auth_pass,
-            listeners=[{"port": item.port, "protocol": item.protocol.value}
-                       for item in lb.listeners])
-        self.record.save()
-        return lb
 
     def answering_amphora(self, port: int | None = None) -> Amphora | None:
         """The amphora whose haproxy answers on the VIP now (the VRRP MASTER of a pair), from

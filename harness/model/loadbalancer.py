@@ -9,7 +9,7 @@ its grammar raises ModelError naming the field: a hostile value never reaches a 
 import enum
 import functools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
@@ -177,6 +177,10 @@ class InsertHeader(enum.Enum):
 class Topology(enum.Enum):
     SINGLE = "SINGLE"
     ACTIVE_STANDBY = "ACTIVE_STANDBY"
+
+
+# How many amphorae carry a load balancer of each topology.
+AMPHORAE_PER_TOPOLOGY = {Topology.SINGLE: 1, Topology.ACTIVE_STANDBY: 2}
 
 
 @dataclass(kw_only=True)
@@ -434,6 +438,39 @@ class VipSubnet(Model):
     cidr: Annotated[str, g.cidr]
     gateway: Annotated[str | None, g.optional(g.ip_address)] = None
     host_routes: Annotated[list[HostRoute], many(HostRoute)] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VipPort:
+    """A port on the VIP network attached to an amphora, as the cloud reports it: its MAC and
+    fixed IP (the amphora's own address there, vrrp_ip) on the VIP subnet."""
+
+    mac_address: str
+    vrrp_ip: str
+    subnet: VipSubnet
+    mtu: int | None = None
+
+    def plug_request(self, sriov: bool = False, additional_vips: Sequence[str] = ()) -> dict:
+        """The body of POST /1.0/plug/vip/{vip}; additional VIPs live on the same subnet."""
+        subnet = {
+            "subnet_cidr": self.subnet.cidr,
+            "gateway": self.subnet.gateway,
+            "host_routes": [
+                {"destination": route.destination, "nexthop": route.nexthop}
+                for route in self.subnet.host_routes
+            ],
+        }
+        body: dict = {
+            "is_sriov": sriov,
+            **subnet,
+            "mac_address": self.mac_address,
+            "vrrp_ip": self.vrrp_ip,
+        }
+        if self.mtu is not None:
+            body["mtu"] = self.mtu
+        if additional_vips:
+            body["additional_vips"] = [{"ip_address": vip, **subnet} for vip in additional_vips]
+        return body
 
 
 @dataclass(kw_only=True)

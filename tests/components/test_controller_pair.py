@@ -14,8 +14,16 @@ import sys
 import pytest
 
 from harness.amphora_api.client import AmphoraAPIError
-from harness.drivers.controller import LoadBalancerController, VipPort
-from harness.model.loadbalancer import Listener, LoadBalancer, Member, Pool, Protocol, VipSubnet
+from harness.drivers.controller import LoadBalancerController
+from harness.model.loadbalancer import (
+    Listener,
+    LoadBalancer,
+    Member,
+    Pool,
+    Protocol,
+    VipPort,
+    VipSubnet,
+)
 from harness.polling import poll_until
 from harness.render.amphora_configs import AmphoraPaths
 from tests.support.netns_lab import NetnsLab

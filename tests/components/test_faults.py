@@ -23,11 +23,10 @@ from harness.faults.injector import (
     FaultError,
     FaultInjector,
     advert_loss_rules,
-    lab_tables,
     loss_rules,
     partition_rules,
-    remove_lab_tables,
 )
+from harness.lab.host_tables import lab_tables, remove_lab_tables
 from tests.support.netns_lab import NetnsLab
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and nft")
