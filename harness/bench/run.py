@@ -38,8 +38,6 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from harness.bench.results import SCHEMA, metric_entries
 from harness.drivers.controller import LoadBalancerController
 from harness.lab.constants import FAILOVER_VRRP
@@ -56,8 +54,9 @@ from harness.model.loadbalancer import (
 from harness.model.loadbalancer import Member as LbMember
 from harness.observe.plots import plot_timeline
 from harness.observe.traffic import Timeline, TimelineRecorder
+from harness.observe.vip import ask, settled_master
 from harness.paths import REPO_ROOT
-from harness.polling import poll_until, wait_until
+from harness.polling import wait_until
 from harness.render.amphora_configs import render_haproxy
 
 LISTENER_PORT = 80
@@ -88,7 +87,6 @@ VRRP_TIMERS = {name: getattr(FAILOVER_VRRP, name)
                for name in ("advert_int", "check_interval", "check_fall", "check_rise")}
 RECORDER_TIMEOUT_S = 1.0
 PAIR_SETTLE_TIMEOUT_S = 40.0
-PAIR_STEADY_ANSWERS = 10
 FAILOVER_WAIT_S = 30.0
 SERVING_TIMEOUT_S = 20.0
 PUSH_POLL_INTERVAL_S = 0.005
@@ -196,12 +194,6 @@ class Wrk:
 
 
 # --- the run -----------------------------------------------------------------------------------
-
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    return session
-
 
 def _git_revision() -> str | None:
     result = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
@@ -346,12 +338,8 @@ class Bench:
         return lb
 
     def wait_serving(self, url: str) -> None:
-        def serves() -> bool:
-            with contextlib.suppress(requests.RequestException), _session() as http:
-                return http.get(url, timeout=2).ok
-            return False
-
-        wait_until(serves, SERVING_TIMEOUT_S, f"an answer from {url}", 0.2, BenchError)
+        wait_until(lambda: ask(url).served, SERVING_TIMEOUT_S, f"an answer from {url}", 0.2,
+                   BenchError)
 
     def versions(self, lab: Lab, amphora: Amphora, wrk: Wrk) -> dict[str, Any]:
         info = amphora.client.get_info()
@@ -436,13 +424,12 @@ class Bench:
             target = members[(n + 1) % 2]
             self.say(f"config push {n + 1}/{self.settings.push_repeats}")
             pool.members = [_lb_member(target)]
-            with _session() as http:
-                started = time.monotonic()
-                controller.update()
-                wait_until(lambda t=target, h=http: _answered_by(h, url) == t.id,
-                           SERVING_TIMEOUT_S, f"push {n + 1}: an answer from {target.name}",
-                           PUSH_POLL_INTERVAL_S, BenchError)
-                self.add("config_push_to_serving_ms", (time.monotonic() - started) * 1000)
+            started = time.monotonic()
+            controller.update()
+            wait_until(lambda t=target: ask(url).member == t.id,
+                       SERVING_TIMEOUT_S, f"push {n + 1}: an answer from {target.name}",
+                       PUSH_POLL_INTERVAL_S, BenchError)
+            self.add("config_push_to_serving_ms", (time.monotonic() - started) * 1000)
 
     # --- failover ------------------------------------------------------------------------------
 
@@ -458,7 +445,8 @@ class Bench:
         LoadBalancerController(lb, [a.client for a in pair],
                                vrrp_group=FAILOVER_VRRP).create(ports)
         url = _url(lb.vip_address)
-        master = self.settled_master(url, pair)
+        master_id = settled_master(url, PAIR_SETTLE_TIMEOUT_S, error=BenchError)
+        master = next(a for a in pair if a.id == master_id)
         self.say(f"failover {kind} {n + 1}/{self.settings.failover_repeats}: "
                  f"{'killing' if kind == 'hard_kill' else 'stopping'} the MASTER")
         with TimelineRecorder(url, interval=RECORDER_INTERVAL_S, timeout=RECORDER_TIMEOUT_S,
@@ -484,21 +472,6 @@ class Bench:
         for amphora in pair:  # their part is done; free the CPU for what follows
             with contextlib.suppress(Exception):
                 self.provider.kill(amphora.node)
-
-    def settled_master(self, url: str, pair: list[Amphora]) -> Amphora:
-        """Wait (bounded) until several answers in a row come from one amphora: the MASTER."""
-        answers: list[str | None] = []
-
-        def steady() -> bool:
-            with _session() as http:
-                answers[:] = [_header(http, url, "X-Amphora-Id")
-                              for _ in range(PAIR_STEADY_ANSWERS)]
-            return len(set(answers)) == 1 and answers[0] is not None
-
-        if not poll_until(steady, PAIR_SETTLE_TIMEOUT_S, 0.5):
-            raise BenchError(f"the pair did not settle within {PAIR_SETTLE_TIMEOUT_S:.0f}s "
-                             f"(answers from {set(answers)})")
-        return next(a for a in pair if a.id == answers[0])
 
     # --- artifacts ----------------------------------------------------------------------------
 
@@ -542,19 +515,6 @@ def _http_lb(vip: IPv4Address, members: list[Member],
     listener = Listener(protocol=Protocol.HTTP, port=LISTENER_PORT, pools=[pool],
                         default_pool_id=pool.id, insert_headers=[InsertHeader.X_FORWARDED_FOR])
     return LoadBalancer(vip_address=str(vip), topology=topology, listeners=[listener])
-
-
-def _header(http: requests.Session, url: str, name: str) -> str | None:
-    try:
-        response = http.get(url, timeout=2, headers={"Connection": "close"})
-    except requests.RequestException:
-        return None
-    return response.headers.get(name) if response.ok else None
-
-
-def _answered_by(http: requests.Session, url: str) -> str | None:
-    """The member id that answered one new connection through the VIP."""
-    return _header(http, url, "X-Member-Id")
 
 
 def bench_dir(root: Path, mode: str) -> Path:

@@ -21,14 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import requests
-
+from harness.observe.vip import ask
 from harness.polling import poll_until
 
 DEFAULT_TIMEOUT_S = 0.8
-# harness.lab.member_server answers with this header; the rendered haproxy.cfg adds the other.
-MEMBER_HEADER = "X-Member-Id"
-AMPHORA_HEADER = "X-Amphora-Id"
 
 
 @dataclass(frozen=True)
@@ -59,11 +55,6 @@ class Event:
 
     at: float
     label: str
-
-
-def identify_by_headers(response: requests.Response) -> tuple[str | None, str | None]:
-    """The member and amphora that carried a response, from the headers they add."""
-    return response.headers.get(MEMBER_HEADER), response.headers.get(AMPHORA_HEADER)
 
 
 @dataclass
@@ -162,16 +153,12 @@ class TimelineRecorder:
         interval: float = 0.02,
         timeout: float = DEFAULT_TIMEOUT_S,
         max_duration: float = 180.0,
-        identify: Callable[
-            [requests.Response], tuple[str | None, str | None]
-        ] = identify_by_headers,
         verify: bool | str = False,
     ) -> None:
         self.url = url
         self.interval = interval
         self.timeout = timeout
         self.max_duration = max_duration
-        self.identify = identify
         self.verify = verify
         self._timeline = Timeline(interval=interval)
         self._lock = threading.Lock()
@@ -233,33 +220,15 @@ class TimelineRecorder:
 
     def _one(self) -> None:
         begin = time.monotonic()
-        sent_at = begin - self._t0
-        try:
-            # A session of its own per request: a fresh connection, and no proxy from the
-            # environment (lab traffic goes straight onto the lab's bridges).
-            with requests.Session() as session:
-                session.trust_env = False
-                response = session.get(
-                    self.url,
-                    timeout=self.timeout,
-                    verify=self.verify,
-                    headers={"Connection": "close"},
-                )
-            member, amphora = self.identify(response)
-            sample = Sample(
-                sent_at=sent_at,
-                ok=response.status_code < 500,
-                latency_ms=(time.monotonic() - begin) * 1000,
-                status=response.status_code,
-                member=member,
-                amphora=amphora,
-            )
-        except requests.RequestException as exc:
-            sample = Sample(
-                sent_at=sent_at,
-                ok=False,
-                latency_ms=(time.monotonic() - begin) * 1000,
-                error=type(exc).__name__,
-            )
+        answer = ask(self.url, timeout=self.timeout, verify=self.verify)
+        sample = Sample(
+            sent_at=begin - self._t0,
+            ok=answer.served,
+            latency_ms=(time.monotonic() - begin) * 1000,
+            status=answer.status,
+            member=answer.member,
+            amphora=answer.amphora,
+            error=answer.error,
+        )
         with self._lock:
             self._timeline.samples.append(sample)

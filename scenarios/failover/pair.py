@@ -1,6 +1,7 @@
 """The failover suite's system under test: an active/standby pair carrying one load balancer,
-and how the suite observes it — from the outside only: the X-Amphora-Id header on answers through
-the VIP, /details (`active`), and `ip addr` in each amphora's data-plane namespace (testinfra).
+and how the suite observes it — from the outside only: the amphora that answers through the VIP
+(harness.observe.vip), /details (`active`), and `ip addr` in each amphora's data-plane namespace
+(testinfra).
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,13 @@ from harness.lab.lab import Amphora, Lab, Member
 from harness.model.loadbalancer import LoadBalancer, VrrpRole
 from harness.observe.plots import plot_timeline
 from harness.observe.traffic import Timeline, TimelineRecorder
+from harness.observe.vip import (
+    AMPHORA_HEADER,
+    STEADY_ANSWERS,
+    answering_amphora,
+    ask,
+    settled_master,
+)
 from harness.polling import wait_until
 
 TOPOLOGY = "ACTIVE_STANDBY"
@@ -41,8 +48,6 @@ MASTER_DOWN_S = 3 * VRRP.advert_int + (256 - VrrpRole.BACKUP.value) / 256 * VRRP
 SETTLE_TIMEOUT_S = MASTER_DOWN_S + VRRP.garp_refresh + 10
 # Waits for a takeover: the timers, then as much again for scheduling and the ARP update.
 TAKEOVER_TIMEOUT_S = 2 * MASTER_DOWN_S + 5
-# Consecutive answers through the VIP, all from one amphora, that count as "traffic flows".
-STEADY_ANSWERS = 10
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -89,36 +94,26 @@ class Pair:
         assert details["topology"] == TOPOLOGY
         return bool(details["active"])
 
-    def answering_amphora(self) -> str | None:
-        """The X-Amphora-Id of one request through the VIP (None when it fails)."""
-        try:
-            with requests.Session() as session:
-                session.trust_env = False
-                response = session.get(self.url, timeout=PROBE_TIMEOUT_S,
-                                       headers={"Connection": "close"})
-        except requests.RequestException:
-            return None
-        return response.headers.get("X-Amphora-Id") if response.ok else None
+    def answering_amphora(self) -> Amphora | None:
+        """The amphora that serves a new connection through the VIP now."""
+        return answering_amphora(self.url, self.amphorae, timeout=PROBE_TIMEOUT_S)
 
     def masters(self) -> list[Amphora]:
         """The amphorae that hold the VIP and say so in /details."""
         return [a for a in self.amphorae if self.holds_vip(a) and self.active(a)]
 
     def wait_settled(self, timeout: float = SETTLE_TIMEOUT_S) -> Amphora:
-        """Wait (bounded) until exactly one amphora is master by every account and traffic
-        through the VIP flows through it; return it."""
-        deadline = time.monotonic() + timeout
-        seen = ""
-        while time.monotonic() < deadline:
-            holders = [a for a in self.amphorae if self.holds_vip(a)]
-            active = [a for a in self.amphorae if self.active(a)]
-            answers = [self.answering_amphora() for _ in range(STEADY_ANSWERS)]
-            seen = (f"VIP in {[a.name for a in holders]}, /details active "
-                    f"{[a.name for a in active]}, answers from {answers}")
-            if len(holders) == 1 and active == holders and set(answers) == {holders[0].id}:
-                return holders[0]
-            time.sleep(VRRP.advert_int / 2)
-        raise AssertionError(f"the pair did not settle within {timeout:.0f}s: {seen}")
+        """Wait (bounded) until exactly one amphora is master by every account (it alone holds
+        the VIP, /details says so of it alone) and traffic through the VIP flows through it;
+        return it."""
+        accounts = {
+            "holds the VIP": lambda: [a.id for a in self.amphorae if self.holds_vip(a)],
+            "/details active": lambda: [a.id for a in self.amphorae if self.active(a)],
+        }
+        master = settled_master(self.url, timeout, accounts=accounts,
+                                ask=lambda url: ask(url, timeout=PROBE_TIMEOUT_S),
+                                interval=VRRP.advert_int / 2, error=AssertionError)
+        return self.by_id(master)
 
     # --- the whole configuration ----------------------------------------------------------
 
@@ -129,14 +124,14 @@ class Pair:
             session.trust_env = False
             response = session.get(self.url, timeout=PROBE_TIMEOUT_S)
         assert response.status_code == 200
-        assert response.headers["X-Amphora-Id"] == master.id
+        assert response.headers[AMPHORA_HEADER] == master.id
         assert response.json()["member"] in member_ids
         port = self.lb.listener("https").port
         for server_name, expected in (("site-a.failover.test", "site-a.failover.test"),
                                       ("other.failover.test", "default.failover.test")):
             common_name, headers, body = https_get(self.vip, port, server_name, self.tenant_ca)
             assert common_name == expected, server_name
-            assert headers["x-amphora-id"] == master.id
+            assert headers[AMPHORA_HEADER.lower()] == master.id
             assert json.loads(body)["member"] in member_ids
         answer = tcp_line(self.vip, self.lb.listener("tcp").port)
         assert answer["member"] in member_ids and answer["proto"] == "tcp"

@@ -101,7 +101,7 @@ def test_a_replacement_gets_rules_that_name_the_survivor(pair: Pair, faults: Fau
     # The newcomer takes over when the survivor dies: it hears and is heard over VRRP, and
     # its firewall opens the listeners.
     faults.leave(faults.kill(survivor))
-    wait_for(lambda: pair.answering_amphora() == new.id, TAKEOVER_TIMEOUT_S,
+    wait_for(lambda: pair.answering_amphora() is new, TAKEOVER_TIMEOUT_S,
              f"{new.name} answering through the VIP")
     pair.assert_full_config_served(new)
     assert connect_from_host(pair.vip, CLOSED_PORT) == "silent"

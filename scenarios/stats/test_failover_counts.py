@@ -19,8 +19,8 @@ from harness.drivers.controller import LoadBalancerController
 from harness.faults.injector import FaultInjector
 from harness.lab.lab import Amphora, Lab, Member
 from harness.model import loadbalancer as model
-from harness.observe.haproxy_stats import http_exchange, http_request
 from harness.observe.heartbeats import HeartbeatReceiver
+from harness.observe.vip import Answer, ask, settled_master
 from harness.pytest_plugin import LabShape
 
 INTERVAL_S = 0.5
@@ -29,6 +29,8 @@ BEFORE, AFTER = 12, 8
 # Answers in a row from one amphora that say the first election is over.
 STEADY_ANSWERS = 5
 VIP_MOVE_TIMEOUT_S = 60.0
+# Long enough that a request a busy haproxy counted is never given up on by the client.
+REQUEST_TIMEOUT_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -78,34 +80,35 @@ def wait_for_vip_at(amphora: Amphora, vip: str) -> None:
         time.sleep(0.2)
 
 
-def send(vip: str, count: int) -> list[str]:
-    """count requests through the VIP; the amphora that answered each."""
-    answered = []
-    for n in range(count):
-        exchange = http_exchange(vip, LISTENER_PORT, http_request(f"/{n}", vip))
-        assert exchange.status == 200
-        head = exchange.response.partition(b"\r\n\r\n")[0].decode().lower()
-        answered.append(head.split("x-amphora-id: ", 1)[1].split("\r\n", 1)[0])
-    return answered
+def vip_url(vip: str) -> str:
+    return f"http://{vip}:{LISTENER_PORT}/"
 
 
-def settle(vip: str) -> list[str]:
-    """Send until STEADY_ANSWERS in a row come from one amphora (bounded); who answered each.
+def send(vip: str, count: int) -> list[str | None]:
+    """count requests through the VIP, each on a new connection; the amphora that answered each."""
+    answers = [ask(vip_url(vip), timeout=REQUEST_TIMEOUT_S) for _ in range(count)]
+    assert [a.status for a in answers] == [200] * count, answers
+    return [a.amphora for a in answers]
+
+
+def settle(vip: str) -> list[str | None]:
+    """Wait (bounded) until STEADY_ANSWERS in a row come from one amphora
+    (harness.observe.vip.settled_master); who answered each request sent meanwhile.
 
     Which amphora wins the first election is a race: both keepalived start as BACKUP with
     nopreempt (Octavia's config), and the first Master_Down timer to fire takes the VIP; if both
     fire, the lower priority yields a moment later. Until then a connection may fail (it reached
     no haproxy and counts nowhere) or be answered by either; every answer is counted.
     """
-    deadline = time.monotonic() + VIP_MOVE_TIMEOUT_S
-    answered: list[str] = []
-    while len(answered) < STEADY_ANSWERS or len(set(answered[-STEADY_ANSWERS:])) != 1:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no steady master within {VIP_MOVE_TIMEOUT_S}s: {answered}")
-        try:
-            answered += send(vip, 1)
-        except OSError:
-            time.sleep(0.5)
+    answered: list[str | None] = []
+
+    def ask_and_note(url: str) -> Answer:
+        answer = ask(url, timeout=REQUEST_TIMEOUT_S)
+        if answer.status is not None:  # a haproxy answered, so it counted the connection
+            answered.append(answer.amphora)
+        return answer
+
+    settled_master(vip_url(vip), VIP_MOVE_TIMEOUT_S, count=STEADY_ANSWERS, ask=ask_and_note)
     return answered
 
 

@@ -1,4 +1,5 @@
-"""The timeline recorder against a real HTTP server on loopback that we take down and up."""
+"""The timeline recorder and the VIP probe against a real HTTP server on loopback that we take
+down and up, and the timeline's arithmetic."""
 
 from __future__ import annotations
 
@@ -6,17 +7,13 @@ import http.server
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
 from harness.observe.plots import plot_timeline
-from harness.observe.traffic import (
-    AMPHORA_HEADER,
-    MEMBER_HEADER,
-    Sample,
-    Timeline,
-    TimelineRecorder,
-)
+from harness.observe.traffic import Sample, Timeline, TimelineRecorder
+from harness.observe.vip import AMPHORA_HEADER, MEMBER_HEADER, answering_amphora
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -108,6 +105,21 @@ def test_outage_since_merges_what_follows_a_fault():
     # the fault's.
     assert (outage.start, outage.end, outage.failed) == (2, 6, 3)
     assert timeline.outage_since(6.5) is None
+
+
+@dataclass(frozen=True)
+class Amphora:
+    id: str
+
+
+def test_answering_amphora_names_the_one_behind_the_url(backend: Backend):
+    amphorae = [Amphora("amp-a"), Amphora("amp-b")]
+    backend.up("amp-b")
+    url = f"http://127.0.0.1:{backend.port}/"
+    assert answering_amphora(url, amphorae) is amphorae[1]
+    assert answering_amphora(url, amphorae[:1]) is None  # answered by an amphora not listed
+    backend.down()
+    assert answering_amphora(url, amphorae, timeout=0.5) is None
 
 
 def test_silence_counts_held_requests_as_well_as_failed_ones():
