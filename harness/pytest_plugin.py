@@ -41,6 +41,9 @@ from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Node, Provider, ProviderError
 from harness.observe.heartbeats import HeartbeatReceiver
 
+# The driver options and fixtures (--driver, --octavia-source) live in their own module.
+pytest_plugins = ["harness.pytest_drivers"]
+
 LAB_FIXTURES = {"lab_factory", "lab_provider"}
 
 
