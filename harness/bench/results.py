@@ -54,10 +54,11 @@ METRICS: dict[str, MetricSpec] = {
         "through the VIP during which the load balancer is reloaded repeatedly"),
     "failover_downtime_s[hard_kill]": MetricSpec(
         "s", "lower", 0.1, "active/standby: SIGKILL the MASTER; the longest time after it in "
-        "which no new connection through the VIP (one every 20 ms) got an answer"),
+        "which no answer arrived to the new connections sent through the VIP every 20 ms "
+        "(harness.observe.traffic.Timeline.downtime)"),
     "failover_downtime_s[graceful_stop]": MetricSpec(
         "s", "lower", 0.1, "active/standby: graceful stop of the MASTER (keepalived says "
-        "goodbye); the longest time after it in which no new connection got an answer"),
+        "goodbye); the longest time after it in which no answer arrived (Timeline.downtime)"),
     "direct_rps": MetricSpec(
         "req/s", "higher", 1.0, "the load tool straight at one member (keep-alive)", gated=False),
     "data_plane_rps": MetricSpec(

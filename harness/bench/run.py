@@ -20,7 +20,6 @@ One run, in order (each step repeated; counts from BenchSettings):
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import platform
@@ -467,7 +466,7 @@ class Bench:
         if not recovered:
             raise BenchError(f"failover {kind}: the BACKUP did not take over within "
                              f"{FAILOVER_WAIT_S:.0f}s")
-        self.add(f"failover_downtime_s[{kind}]", downtime_after(timeline, fault_at))
+        self.add(f"failover_downtime_s[{kind}]", timeline.downtime(fault_at))
         self.timelines.setdefault(kind, timeline)
         for amphora in pair:  # their part is done; free the CPU for what follows
             with contextlib.suppress(Exception):
@@ -482,17 +481,6 @@ class Bench:
             paths.append(plot_timeline(timeline, self.out_dir / f"failover-{kind}.png",
                                        f"failover, {kind.replace('_', ' ')} of the MASTER"))
         return paths
-
-
-def downtime_after(timeline: Timeline, fault_at: float) -> float:
-    """The longest stretch after the fault in which no request through the VIP got an answer:
-    gaps between consecutive successful answers (by when they arrived), counted from the fault.
-    A request that hangs until the BACKUP answers counts as down time, not only failures;
-    with nothing wrong the gap is about the recorder's interval."""
-    arrivals = sorted(s.sent_at + s.latency_ms / 1000 for s in timeline.samples if s.ok)
-    gaps = [later - max(earlier, fault_at)
-            for earlier, later in itertools.pairwise(arrivals) if later > fault_at]
-    return max(gaps, default=0.0)
 
 
 def _timed_ms(call: Callable[[], Any]) -> float:

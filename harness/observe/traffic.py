@@ -3,7 +3,8 @@
 A TimelineRecorder sends one request every `interval` seconds (a fixed rate, not one after the
 other: a request that hangs during a failover must not delay the next ones) on a fresh connection
 each time, so that each sample shows the path a new client would take at that instant. The
-timeline then yields the outage windows a client saw.
+timeline then yields what a client saw: outage windows (runs of failed requests), down time (no
+answer arriving at all), and which amphora carried each answer.
 
 A request not answered within `timeout` counts as failed. The default, 0.8 s, is below TCP's
 initial SYN retransmission time (1 s): a request only succeeds on its first SYN, so a success
@@ -102,17 +103,24 @@ class Timeline:
             return None
         return Outage(windows[0].start, windows[-1].end, sum(w.failed for w in windows))
 
-    def longest_silence(self, since: float = 0.0) -> float:
-        """The longest time after `since` in which no answer arrived (an answer arrives at its
-        send time plus its latency); up to the end of the recording if none came. Unlike
-        outages() this also counts requests that were held rather than failed, e.g. queued
-        on the client while the VIP's address was resolved again."""
+    def downtime(self, since: float = 0.0) -> float:
+        """The down time after `since` (a fault): the longest stretch of time, from `since` to
+        the end of the recording, in which no answer arrived. This is the one measure of down
+        time: the bench's failover_downtime_s and the failover suite's downtime_s are it.
+
+        An answer is a successful sample; it arrives at its send time plus its latency. The
+        stretches are: from `since` to the first arrival at or after it, between consecutive
+        arrivals, and from the last arrival to the end of the recording (one interval after
+        the last send, or the last arrival if later). Failed requests and held ones (queued,
+        answered late, e.g. while the client resolves the VIP's address again) both leave such
+        a stretch, so both count, unlike in outages(); with nothing wrong the down time is about
+        one interval. 0 for an empty timeline, or one that ended before `since`."""
         ordered = self.ordered()
         if not ordered:
             return 0.0
-        end = ordered[-1].sent_at + self.interval
         arrivals = sorted(a for a in (s.sent_at + s.latency_ms / 1000 for s in ordered if s.ok)
                           if a >= since)
+        end = max([since, ordered[-1].sent_at + self.interval, *arrivals])
         points = [since, *arrivals, end]
         return max(later - earlier for earlier, later in itertools.pairwise(points))
 

@@ -218,8 +218,9 @@ def wait_for_answers(recorder: TimelineRecorder, amphora: Amphora, since: float,
 
 def disruption(timeline: Timeline, since: float) -> dict[str, float]:
     """What a fault at `since` cost clients: the outage (first failed request to the success
-    that ended the last failure run), the longest time without any answer, failed requests."""
+    that ended the last failure run), the down time (Timeline.downtime: the longest time
+    without any answer, the bench's measure too), failed requests."""
     outage = timeline.outage_since(since)
     return {"outage_s": round(outage.duration if outage else 0.0, 3),
-            "silence_s": round(timeline.longest_silence(since), 3),
+            "downtime_s": round(timeline.downtime(since), 3),
             "failed_requests": outage.failed if outage else 0}

@@ -1,5 +1,5 @@
 """The timeline recorder and the VIP probe against a real HTTP server on loopback that we take
-down and up, and the timeline's arithmetic."""
+down and up, and the timeline's arithmetic: outages and the one down-time measure."""
 
 from __future__ import annotations
 
@@ -122,15 +122,39 @@ def test_answering_amphora_names_the_one_behind_the_url(backend: Backend):
     assert answering_amphora(url, amphorae, timeout=0.5) is None
 
 
-def test_silence_counts_held_requests_as_well_as_failed_ones():
-    def s(t: float, ok: bool, latency_ms: float) -> Sample:
-        return Sample(sent_at=t, ok=ok, latency_ms=latency_ms)
+def timeline(points: list[tuple[float, bool, float]], interval: float = 0.1) -> Timeline:
+    """A timeline of (sent at, ok, latency ms) samples."""
+    return Timeline(samples=[Sample(sent_at=t, ok=ok, latency_ms=ms) for t, ok, ms in points],
+                    interval=interval)
 
+
+def test_downtime_counts_failed_requests_from_the_fault():
+    steady = [(t / 10, True, 1.0) for t in range(20)]
+    assert timeline(steady).downtime(1.0) == pytest.approx(0.1)
+    # Requests sent from 1.0 to 2.9 fail; the one sent at 3.0 is answered at 3.001.
+    failing = [(t / 10, not 10 <= t < 30, 1.0) for t in range(40)]
+    assert timeline(failing).downtime(1.0) == pytest.approx(2.001)
+    # A relapse after a brief recovery: the longer stretch, from the last answer before it
+    # (sent at 1.9) to the first after it (sent at 3.0), is the down time.
+    relapse = [(t / 10, not (10 <= t < 15 or 20 <= t < 30), 1.0) for t in range(40)]
+    assert timeline(relapse).downtime(1.0) == pytest.approx(1.1)
+
+
+def test_downtime_counts_held_requests_as_well_as_failed_ones():
     # Nothing failed, but the requests sent at 1.0 and 1.5 were held until 2.5.
-    held = Timeline([s(0.0, True, 10), s(1.0, True, 1500), s(1.5, True, 1000), s(3.0, True, 10)],
+    held = timeline([(0.0, True, 10), (1.0, True, 1500), (1.5, True, 1000), (3.0, True, 10)],
                     interval=0.5)
     assert held.outages() == []
-    assert held.longest_silence(1.0) == pytest.approx(1.5)
-    # No answer at all after `since`: silent to the end of the recording.
-    assert Timeline([s(0.0, True, 10), s(1.0, False, 800)], interval=0.5) \
-        .longest_silence(0.5) == pytest.approx(1.0)
+    assert held.downtime(1.0) == pytest.approx(1.5)
+    # The request sent at 1.0 hangs 700 ms and the next ones queue behind it.
+    queued = timeline([(t / 10, True, 1.0) for t in range(10)] + [(1.0, True, 700.0)]
+                      + [(1.1 + t / 10, True, max(1.0, 600.0 - t * 100)) for t in range(10)])
+    assert queued.downtime(1.0) == pytest.approx(0.7, abs=0.01)
+
+
+def test_downtime_runs_to_the_end_of_the_recording_when_no_answer_came():
+    # No answer at all after the fault: down until the recording ended (last send + interval).
+    assert timeline([(0.0, True, 10), (1.0, False, 800)], interval=0.5).downtime(0.5) \
+        == pytest.approx(1.0)
+    assert timeline([(0.0, True, 1.0), (0.1, True, 1.0)]).downtime(5.0) == 0.0
+    assert Timeline().downtime(1.0) == 0.0

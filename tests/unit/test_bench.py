@@ -1,5 +1,6 @@
 """The bench's arithmetic and files, without an engine: summaries, same-run ratios, the results
-file, baseline comparison, wrk's report, failover down time, and the PNG plots."""
+file, baseline comparison, wrk's report, and the PNG plots. (Failover down time is the
+timeline's: tests/components/test_traffic.py.)"""
 
 from __future__ import annotations
 
@@ -23,12 +24,10 @@ from harness.bench.results import (
 from harness.bench.run import (
     WRK_PERCENTILES,
     WRK_REPORT_MARK,
-    downtime_after,
     load_run_from_report,
     parse_wrk_report,
 )
 from harness.cli.main import main
-from harness.observe.traffic import Sample, Timeline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -128,23 +127,6 @@ def test_wrk_report_becomes_a_load_run() -> None:
     assert run.latency_ms["50"] == 0.5 and run.latency_ms["99.9"] == pytest.approx(0.999)
     with pytest.raises(Exception, match="no report"):
         parse_wrk_report("wrk: connection refused")
-
-
-def timeline(points: list[tuple[float, bool, float]]) -> Timeline:
-    return Timeline(samples=[Sample(sent_at=t, ok=ok, latency_ms=ms) for t, ok, ms in points],
-                    interval=0.1)
-
-
-def test_downtime_counts_failures_and_hung_requests_from_the_fault() -> None:
-    steady = [(t / 10, True, 1.0) for t in range(20)]
-    assert downtime_after(timeline(steady), 1.0) == pytest.approx(0.1)
-    # Requests sent from 1.0 to 2.9 fail; the one sent at 3.0 is answered at 3.001.
-    failing = [(t / 10, not 10 <= t < 30, 1.0) for t in range(40)]
-    assert downtime_after(timeline(failing), 1.0) == pytest.approx(2.001)
-    # Nothing fails, but the request sent at 1.0 hangs 700 ms and the next ones queue behind.
-    hung = [(t / 10, True, 1.0) for t in range(10)] + [(1.0, True, 700.0)] + \
-        [(1.1 + t / 10, True, max(1.0, 600.0 - t * 100)) for t in range(10)]
-    assert downtime_after(timeline(hung), 1.0) == pytest.approx(0.7, abs=0.01)
 
 
 def test_plots_are_png_files(tmp_path: Path) -> None:
