@@ -36,7 +36,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.drivers.standing_push import push_lb
-from harness.faults.standing import KINDS, apply_fault, heal_faults
+from harness.faults.kinds import KINDS
+from harness.faults.standing import apply_fault, heal_faults
 from harness.lab.constants import DATA_PLANE_NAMESPACE
 from harness.lab.host_tables import remove_lab_tables
 from harness.lab.images import RECIPES, ImageBuilder

@@ -257,8 +257,7 @@ def choose_lab(lab_id: str | None) -> LabRecord:
 class StandingLab:
     """The amphorae and members of a recorded lab, with live driver clients.
 
-    Fault injection (harness.faults.injector) uses a lab's `id` and `provider` only, so a
-    StandingLab
+    Faults (harness.faults.kinds) need a lab's `id` and `provider` only, so a StandingLab
     stands in for the Lab that built it."""
 
     def __init__(self, record: LabRecord, provider: Provider) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.amphora_api.client import AmphoraAPIError
-from harness.faults.injector import AGENT_PATTERN
+from harness.faults.node import AGENT_PATTERN
 from harness.model.loadbalancer import Algorithm, HealthMonitor, Listener, Member, Pool, Protocol
 from harness.observe.traffic import TimelineRecorder
 from harness.paths import FIXTURES_DIR

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.faults.injector import Fault, FaultInjector, FaultUnsupported
+from harness.faults.base import Fault, FaultUnsupported
+from harness.faults.injector import FaultInjector
 from harness.lab.lab import Amphora
 from harness.observe.traffic import Outage, Timeline, TimelineRecorder
 from scenarios.failover.pair import (

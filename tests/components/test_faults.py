@@ -1,4 +1,4 @@
-"""The link faults of harness.faults.injector on a test-made bridge (tests/support/netns_lab.py):
+"""The link faults of harness.faults.link on a test-made bridge (tests/support/netns_lab.py):
 two client
 namespaces on one bridge, frames between them dropped by the fault's nft rules, counted, and let
 through again after the heal. The bridge and its nft tables live in a namespace of the test's,
@@ -17,15 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.faults.injector import (
-    BridgeRules,
-    Fault,
-    FaultError,
-    FaultInjector,
-    advert_loss_rules,
-    loss_rules,
-    partition_rules,
-)
+from harness.faults.base import Fault, FaultError
+from harness.faults.injector import FaultInjector
+from harness.faults.kinds import KINDS
+from harness.faults.link import BridgeRules, advert_loss_rules, loss_rules, partition_rules
 from harness.lab.host_tables import lab_tables, remove_lab_tables
 from tests.support.netns_lab import NetnsLab
 
@@ -209,3 +204,27 @@ def test_heal_all_heals_newest_first_and_reports_what_failed() -> None:
     injector.inject(first)
     injector.heal(first)
     assert injector.active == [] and log[-1] == "heal first"
+
+
+def test_a_kind_takes_its_own_options_only_and_fills_in_defaults() -> None:
+    kind = KINDS["advert-loss"]
+    lab = SimpleNamespace(id="lab", provider=None)
+    with pytest.raises(FaultError, match="takes no percent"):
+        kind.build(lab, [SimpleNamespace()], percent=5)  # type: ignore[list-item]
+    with pytest.raises(FaultError, match="acts on 1, not 2"):
+        kind.build(lab, [SimpleNamespace(), SimpleNamespace()])  # type: ignore[list-item]
+    assert kind.options_of({"percent": 30, "lost": 1, "delay_ms": 100}) == {"lost": 1}
+    with pytest.raises(FaultError, match="needs lb_ids"):
+        KINDS["kill-haproxy"].build(lab, [SimpleNamespace()])  # type: ignore[list-item]
+
+
+def test_a_link_kind_builds_rules_for_the_amphoras_vip_port() -> None:
+    vip = SimpleNamespace(network=SimpleNamespace(spec=SimpleNamespace(role="vip")),
+                          mac_address="02:00:00:00:00:0a")
+    amphora = SimpleNamespace(name="amphora-0", ports=[vip])
+    fault = KINDS["advert-loss"].build(SimpleNamespace(id="0123abcd", provider=None),
+                                       [amphora])  # type: ignore[list-item]
+    assert isinstance(fault, BridgeRules)
+    assert fault.table.startswith("amphora_harness_0123abcd_")
+    assert fault.rules == advert_loss_rules("02:00:00:00:00:0a", lost=2, every=3)
+    assert str(fault) == "2 of 3 adverts of amphora-0 lost"

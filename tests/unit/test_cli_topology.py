@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.amphora_api.pki import LabPKI
-from harness.faults.standing import KINDS, targets_for
+from harness.faults.kinds import KINDS
+from harness.faults.standing import targets_for
 from harness.lab.lab import subnet_plan
 from harness.lab.providers.docker import DockerProvider
 from harness.lab.shape import (
