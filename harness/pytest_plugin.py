@@ -39,6 +39,7 @@ from harness.faults.injector import FaultInjector
 from harness.lab.lab import Amphora, Lab, Member, collect_leftovers
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Node, Provider, ProviderError
+from harness.lab.providers.netns_testinfra import register_backend as register_netns_backend
 from harness.observe.heartbeats import HeartbeatReceiver
 
 # The driver options and fixtures (--driver, --octavia-source) live in their own module.
@@ -55,6 +56,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="leave the lab running after the tests, for inspection")
     group.addoption("--agent-image", default=None,
                     help="run scenarios against this amphora image instead of the one we build")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # amphora_host (and the suites' own testinfra hosts) ask for netns://<node> on netns labs.
+    register_netns_backend()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

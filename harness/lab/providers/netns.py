@@ -30,7 +30,6 @@ import time
 from ipaddress import IPv4Address, IPv4Network
 
 import psutil
-import testinfra.backend
 
 from harness.lab.providers import netns_node
 from harness.lab.providers.base import (
@@ -73,9 +72,6 @@ REQUIRED_PROGRAMS = {
 FIREWALL_COMMENT = "amphora-harness netns lab {lab_id}"
 LINK_MAKE_ATTEMPTS = 5
 PAUSE_SWEEPS = 3
-
-# The scenarios' amphora_host fixture asks testinfra for "netns://<node name>".
-testinfra.backend.BACKENDS.setdefault("netns", "harness.lab.providers.netns_testinfra.NetnsBackend")
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:

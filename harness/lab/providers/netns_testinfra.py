@@ -1,11 +1,13 @@
 """A pytest-testinfra backend for netns nodes: `netns://<node name>` runs commands inside the
 node (its mount, pid, network, UTS and IPC namespaces), as testinfra's docker backend does with
-`docker exec`. harness.lab.providers.netns registers it with testinfra."""
+`docker exec`. testinfra knows only its own backends: register_backend() adds this one (the
+pytest plugin does, at configure time)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import testinfra.backend
 from testinfra.backend import base
 
 from harness.lab.providers.netns import find_node, running_init
@@ -29,3 +31,9 @@ class NetnsBackend(base.BaseBackend):
         out = self.run_local("nsenter -t %s -m -u -i -n -p -- /bin/sh -c %s", str(init.pid), cmd)
         out.command = self.encode(cmd)
         return out
+
+
+def register_backend() -> None:
+    """Let testinfra.get_host take `netns://<node name>` (what NetnsProvider.testinfra_backend
+    gives); registering twice is harmless."""
+    testinfra.backend.BACKENDS.setdefault(NetnsBackend.NAME, f"{__name__}.NetnsBackend")
