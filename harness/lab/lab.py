@@ -47,7 +47,7 @@ from harness.lab.providers.base import (
     Port,
     Provider,
 )
-from harness.model.loadbalancer import VipPort, VipSubnet
+from harness.model.loadbalancer import MemberPort, VipPort, VipSubnet
 
 LAB_ADDRESS_SPACE = IPv4Network("198.18.0.0/15")
 NETWORK_ROLES = ("lb-mgmt", "vip", "member")
@@ -496,14 +496,18 @@ class Lab:
                        subnet=VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway)),
                        mtu=DATA_PLANE_MTU)
 
+    def attach_member_port(self, amphora: Amphora) -> MemberPort:
+        """The cloud's half of a member-network port, described as a controller learns it (MAC,
+        fixed IP, subnet, MTU): for flows that POST plug/network themselves (harness.drivers)."""
+        return self._member_port(self.attach_port(amphora, "member"))
+
     def plug_member_network(self, amphora: Amphora) -> Port:
         """Attach a port on the member network, then POST plug/network with its MAC and IP."""
-        plan = self.plan("member")
         port = self.attach_port(amphora, "member")
-        amphora.client.plug_network({
-            "mac_address": port.mac_address,
-            "fixed_ips": [{"ip_address": str(port.ip_address), "subnet_cidr": str(plan.subnet),
-                           "host_routes": []}],
-            "mtu": DATA_PLANE_MTU,
-        })
+        amphora.client.plug_network(self._member_port(port).plug_request())
         return port
+
+    def _member_port(self, port: Port) -> MemberPort:
+        return MemberPort(mac_address=port.mac_address, ip_address=str(port.ip_address),
+                          subnet=VipSubnet(cidr=str(self.plan("member").subnet)),
+                          mtu=DATA_PLANE_MTU)

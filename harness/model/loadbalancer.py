@@ -473,6 +473,30 @@ class VipPort:
         return body
 
 
+@dataclass(frozen=True)
+class MemberPort:
+    """A port on a member network attached to an amphora, as the cloud reports it: its MAC and
+    fixed IP on that network's subnet."""
+
+    mac_address: str
+    ip_address: str
+    subnet: VipSubnet
+    mtu: int | None = None
+
+    def plug_request(self) -> dict:
+        """The body of POST /1.0/plug/network."""
+        fixed_ip: dict = {"ip_address": self.ip_address, "subnet_cidr": self.subnet.cidr,
+                          "host_routes": [{"destination": route.destination,
+                                           "nexthop": route.nexthop}
+                                          for route in self.subnet.host_routes]}
+        if self.subnet.gateway is not None:
+            fixed_ip["gateway"] = self.subnet.gateway
+        body: dict = {"mac_address": self.mac_address, "fixed_ips": [fixed_ip]}
+        if self.mtu is not None:
+            body["mtu"] = self.mtu
+        return body
+
+
 @dataclass(kw_only=True)
 class VrrpGroup(Model):
     """Settings shared by both amphorae of a pair (Octavia's [keepalived_vrrp] defaults)."""
