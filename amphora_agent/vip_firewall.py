@@ -28,6 +28,9 @@ TABLE = "inet amphora_table"
 INPUT_CHAIN = "amphora_chain"
 VIP_CHAIN = "amphora_vip_chain"
 PROTOCOLS = ("TCP", "UDP", "SCTP", "VRRP")
+# Octavia's controller spells VRRP in lower case (octavia.common.constants.VRRP), and its agent
+# knows only that spelling; both are taken here.
+OCTAVIA_VRRP = "vrrp"
 VRRP_IP_PROTOCOL = 112
 
 # What the input chain lets through whatever the rules say. The drop-all ruleset of a freshly
@@ -94,6 +97,8 @@ def parse_rules(document: Any) -> list[Rule]:
         if unknown or missing:
             raise RulesError(f"{where}: unknown keys {unknown}, missing keys {missing}")
         protocol, cidr, port = item["protocol"], item["cidr"], item["port"]
+        if protocol == OCTAVIA_VRRP:
+            protocol = "VRRP"
         if protocol not in PROTOCOLS:
             raise RulesError(f"{where}: protocol {protocol!r} is not one of {list(PROTOCOLS)}")
         # The range first: JSON as Python reads it may carry NaN and Infinity.
