@@ -36,7 +36,7 @@ import testinfra
 
 from harness.amphora_api.client import AmphoraClient
 from harness.faults.injector import FaultInjector
-from harness.lab.lab import Amphora, Lab, Member, collect_leftovers
+from harness.lab.lab import Amphora, Lab, LabMember, collect_leftovers
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Node, Provider, ProviderError
 from harness.lab.providers.netns_testinfra import register_backend as register_netns_backend
@@ -166,7 +166,7 @@ def amphora_host(lab: Lab, amphora: Amphora) -> testinfra.host.Host:
 
 
 @pytest.fixture(scope="module")
-def members(lab: Lab, lab_shape: LabShape) -> list[Member]:
+def members(lab: Lab, lab_shape: LabShape) -> list[LabMember]:
     return lab.add_members(lab_shape.members)
 
 

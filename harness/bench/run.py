@@ -40,7 +40,7 @@ from typing import Any
 from harness.bench.results import SCHEMA, metric_entries
 from harness.drivers.controller import LoadBalancerController
 from harness.lab.constants import FAILOVER_VRRP
-from harness.lab.lab import NODE_HOSTS, Amphora, Lab, Member
+from harness.lab.lab import NODE_HOSTS, Amphora, Lab, LabMember
 from harness.lab.providers.base import LAB_LABEL, OWNER_LABEL, ROLE_LABEL, Provider
 from harness.model.loadbalancer import (
     InsertHeader,
@@ -326,7 +326,7 @@ class Bench:
 
     # --- a single load balancer ----------------------------------------------------------
 
-    def single_load_balancer(self, lab: Lab, amphora: Amphora, member: Member) -> LoadBalancer:
+    def single_load_balancer(self, lab: Lab, amphora: Amphora, member: LabMember) -> LoadBalancer:
         self.say("load balancer: plug, push, start")
         vip = lab.allocate_vip()
         lab.plug_vip(amphora, vip)
@@ -372,7 +372,7 @@ class Bench:
 
     # --- throughput --------------------------------------------------------------------------
 
-    def measure_throughput(self, wrk: Wrk, lb: LoadBalancer, member: Member) -> None:
+    def measure_throughput(self, wrk: Wrk, lb: LoadBalancer, member: LabMember) -> None:
         direct = f"http://{member.address}:{member.port(MEMBER_SERVICE)}/"
         through_vip = _url(lb.vip_address)
         s = self.settings
@@ -414,7 +414,7 @@ class Bench:
     # --- config push -------------------------------------------------------------------------
 
     def measure_config_push(self, amphora: Amphora, lb: LoadBalancer,
-                            members: list[Member]) -> None:
+                            members: list[LabMember]) -> None:
         """Switch the pool between two members; time until new connections reach the new one."""
         controller = LoadBalancerController(lb, [amphora.client])
         pool = lb.listeners[0].pools[0]
@@ -432,7 +432,7 @@ class Bench:
 
     # --- failover ------------------------------------------------------------------------------
 
-    def measure_failover(self, lab: Lab, member: Member, kind: str, n: int) -> None:
+    def measure_failover(self, lab: Lab, member: LabMember, kind: str, n: int) -> None:
         self.say(f"failover {kind} {n + 1}/{self.settings.failover_repeats}: booting a pair")
         pair = lab.add_amphorae(2, topology=Topology.ACTIVE_STANDBY.value)
         vip = lab.allocate_vip()
@@ -493,11 +493,11 @@ def _url(vip: str) -> str:
     return f"http://{vip}:{LISTENER_PORT}/"
 
 
-def _lb_member(member: Member) -> LbMember:
+def _lb_member(member: LabMember) -> LbMember:
     return LbMember(address=str(member.address), port=member.port(MEMBER_SERVICE))
 
 
-def _http_lb(vip: IPv4Address, members: list[Member],
+def _http_lb(vip: IPv4Address, members: list[LabMember],
              topology: Topology = Topology.SINGLE) -> LoadBalancer:
     pool = Pool(members=[_lb_member(m) for m in members])
     listener = Listener(protocol=Protocol.HTTP, port=LISTENER_PORT, pools=[pool],

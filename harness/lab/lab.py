@@ -150,7 +150,7 @@ class Amphora:
 
 
 @dataclass
-class Member:
+class LabMember:
     id: str
     node: Node
     address: IPv4Address
@@ -232,7 +232,7 @@ class Lab:
         self.index: int | None = None
         self.networks: dict[str, Network] = {}
         self.amphorae: list[Amphora] = []
-        self.members: list[Member] = []
+        self.members: list[LabMember] = []
         self.clients: list[Node] = []
         self._images = {"amphora": amphora_image, "member": member_image}
         self._nodes_per_network = dict.fromkeys(NETWORK_ROLES, 0)
@@ -417,7 +417,7 @@ class Lab:
 
     # --- members and clients ----------------------------------------------------------------
 
-    def add_members(self, count: int) -> list[Member]:
+    def add_members(self, count: int) -> list[LabMember]:
         """Boot count members (HTTP, HTTPS, TCP and UDP services) on the member network."""
         booted = []
         for _ in range(count):
@@ -431,7 +431,7 @@ class Lab:
                 command=("--id", member_id, "--tls-pem", MEMBER_TLS_PATH),
                 files={MEMBER_TLS_PATH: tls.bundle},
             )
-            member = Member(id=member_id, node=self.provider.boot(spec, keep=self.keep),
+            member = LabMember(id=member_id, node=self.provider.boot(spec, keep=self.keep),
                             address=spec.address)
             self.members.append(member)
             booted.append(member)

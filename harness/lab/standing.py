@@ -30,7 +30,7 @@ import requests
 from harness.amphora_api.client import AmphoraClient
 from harness.amphora_api.pki import DriverCredentials
 from harness.lab.agent_config import AgentSettings
-from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Amphora, Lab, Member
+from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Amphora, Lab, LabMember
 from harness.lab.providers.base import Network, NetworkSpec, Node, NodeSpec, Port, Provider
 from harness.model.loadbalancer import Protocol, VipPort, VipSubnet
 
@@ -266,7 +266,7 @@ class StandingLab:
         self.provider = provider
         self.networks = {n.role: _network(record, n) for n in record.networks}
         self.amphorae = [self._amphora(a) for a in record.amphorae]
-        self.members = [Member(id=m.id, node=self._node(m.node),
+        self.members = [LabMember(id=m.id, node=self._node(m.node),
                                address=IPv4Address(m.node.address)) for m in record.members]
 
     def close(self) -> None:

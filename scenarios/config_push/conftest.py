@@ -13,7 +13,7 @@ import requests
 import tenacity
 
 from harness.drivers.controller import LoadBalancerController
-from harness.lab.lab import Amphora, Lab, Member
+from harness.lab.lab import Amphora, Lab, LabMember
 from harness.model.loadbalancer import LoadBalancer
 from harness.model.yaml_loader import lb_fixture, load_lb
 from harness.pytest_plugin import LabShape
@@ -39,13 +39,13 @@ def vip(lab: Lab, amphora: Amphora) -> str:
 
 
 @pytest.fixture(scope="module")
-def addresses(vip: str, members: list[Member]) -> dict[str, str]:
+def addresses(vip: str, members: list[LabMember]) -> dict[str, str]:
     """The symbolic names of fixtures/lbs/*.yaml: vip, m1, m2, m3."""
     return {"vip": vip, **{f"m{n}": str(m.address) for n, m in enumerate(members, start=1)}}
 
 
 @pytest.fixture(scope="module")
-def member_names(members: list[Member]) -> dict[str, str]:
+def member_names(members: list[LabMember]) -> dict[str, str]:
     """Lab member id (what the member answers) -> m1, m2, m3."""
     return {m.id: f"m{n}" for n, m in enumerate(members, start=1)}
 

@@ -3,12 +3,12 @@ traffic avoids it; when it answers again it is put back."""
 
 from __future__ import annotations
 
-from harness.lab.lab import Lab, Member
+from harness.lab.lab import Lab, LabMember
 from harness.model import loadbalancer as model
 
 
 def test_an_unresponsive_member_is_taken_out_and_comes_back(load, deploy, lab: Lab,
-                                                           members: list[Member], vip_url,
+                                                           members: list[LabMember], vip_url,
                                                            until):
     deploy(load("health"))
     url = vip_url(80)

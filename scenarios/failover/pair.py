@@ -20,7 +20,7 @@ from harness.amphora_api.client import AmphoraAPIError
 from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.controller import LoadBalancerController
 from harness.lab.constants import DATA_PLANE_NAMESPACE, FAILOVER_VRRP
-from harness.lab.lab import Amphora, Lab, Member
+from harness.lab.lab import Amphora, Lab, LabMember
 from harness.model.loadbalancer import LoadBalancer, VrrpRole
 from harness.observe.plots import plot_timeline
 from harness.observe.traffic import Timeline, TimelineRecorder
@@ -59,7 +59,7 @@ class Pair:
     lb: LoadBalancer
     controller: LoadBalancerController
     amphorae: list[Amphora]
-    members: list[Member]
+    members: list[LabMember]
     tenant_ca: CertificateAuthority
     replaced: list[str] = field(default_factory=list)
 

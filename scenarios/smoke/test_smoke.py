@@ -13,7 +13,7 @@ import requests
 import tenacity
 
 from harness.lab.constants import DATA_PLANE_NAMESPACE
-from harness.lab.lab import AGENT_PORT, Amphora, Lab, Member
+from harness.lab.lab import AGENT_PORT, Amphora, Lab, LabMember
 from harness.lab.providers.base import Node, Port
 from harness.model import loadbalancer as model
 from harness.render.amphora_configs import render_haproxy
@@ -36,7 +36,7 @@ def vip_port(lab: Lab, amphora: Amphora, vip: IPv4Address) -> Port:
 
 
 @pytest.fixture(scope="module")
-def load_balancer(lab: Lab, amphora: Amphora, members: list[Member], vip: IPv4Address,
+def load_balancer(lab: Lab, amphora: Amphora, members: list[LabMember], vip: IPv4Address,
                   vip_port: Port) -> model.LoadBalancer:
     """Member network plugged, haproxy.cfg uploaded and started: what a controller does."""
     member_port = lab.plug_member_network(amphora)
@@ -70,7 +70,7 @@ def _first_answer(http: requests.Session, url: str) -> requests.Response:
 
 
 def test_traffic_through_the_vip_reaches_both_members(
-    http: requests.Session, lab: Lab, amphora: Amphora, members: list[Member], vip_url: str,
+    http: requests.Session, lab: Lab, amphora: Amphora, members: list[LabMember], vip_url: str,
 ) -> None:
     _first_answer(http, vip_url).raise_for_status()
     answers = []

@@ -21,7 +21,7 @@ import pytest
 
 from harness.drivers.controller import LoadBalancerController
 from harness.faults.injector import FaultInjector
-from harness.lab.lab import Amphora, Lab, Member
+from harness.lab.lab import Amphora, Lab, LabMember
 from harness.model import loadbalancer as model
 from harness.observe.haproxy_stats import (
     AmphoraStatsSocket,
@@ -63,7 +63,7 @@ def vip(lab: Lab, amphora: Amphora) -> str:
 
 
 @pytest.fixture(scope="module")
-def controller(amphora: Amphora, members: list[Member], vip: str
+def controller(amphora: Amphora, members: list[LabMember], vip: str
                ) -> Iterator[LoadBalancerController]:
     pool = model.Pool(members=[model.Member(address=str(m.address), port=m.port("http"))
                                for m in members])
@@ -241,7 +241,7 @@ def test_no_count_lost_across_an_agent_restart(
 
 
 def test_details_and_listeners_agree_with_what_was_pushed(
-    lab: Lab, amphora: Amphora, vip: str, members: list[Member],
+    lab: Lab, amphora: Amphora, vip: str, members: list[LabMember],
     controller: LoadBalancerController, listener: model.Listener,
 ) -> None:
     second = model.LoadBalancer(vip_address=vip, listeners=[model.Listener(

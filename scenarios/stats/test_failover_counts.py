@@ -17,7 +17,7 @@ import pytest
 
 from harness.drivers.controller import LoadBalancerController
 from harness.faults.injector import FaultInjector
-from harness.lab.lab import Amphora, Lab, Member
+from harness.lab.lab import Amphora, Lab, LabMember
 from harness.model import loadbalancer as model
 from harness.observe.heartbeats import HeartbeatReceiver
 from harness.observe.vip import Answer, ask, settled_master
@@ -40,7 +40,7 @@ def lab_shape(heartbeats: HeartbeatReceiver) -> LabShape:
 
 
 @pytest.fixture(scope="module")
-def controller(lab: Lab, amphorae: list[Amphora], members: list[Member]
+def controller(lab: Lab, amphorae: list[Amphora], members: list[LabMember]
                ) -> Iterator[LoadBalancerController]:
     """The create flow of an ACTIVE_STANDBY load balancer."""
     vip = lab.allocate_vip()

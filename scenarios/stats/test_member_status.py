@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.drivers.controller import LoadBalancerController
-from harness.lab.lab import Amphora, Lab, Member
+from harness.lab.lab import Amphora, Lab, LabMember
 from harness.model import loadbalancer as model
 from harness.observe.haproxy_stats import AmphoraStatsSocket, show_stat
 from harness.observe.heartbeats import HeartbeatReceiver
@@ -33,7 +33,7 @@ def lab_shape(heartbeats: HeartbeatReceiver) -> LabShape:
 
 
 @pytest.fixture(scope="module")
-def controller(lab: Lab, amphora: Amphora, members: list[Member]
+def controller(lab: Lab, amphora: Amphora, members: list[LabMember]
                ) -> Iterator[LoadBalancerController]:
     vip = lab.allocate_vip()
     lab.plug_vip(amphora, vip)
@@ -102,7 +102,7 @@ def test_statuses_say_how_members_are_configured(
 
 
 def test_killed_member_goes_down_and_comes_back_up(
-    heartbeats: HeartbeatReceiver, lab: Lab, amphora: Amphora, members: list[Member],
+    heartbeats: HeartbeatReceiver, lab: Lab, amphora: Amphora, members: list[LabMember],
     controller: LoadBalancerController,
 ) -> None:
     monitored_listener, unmonitored_listener = controller.lb.listeners

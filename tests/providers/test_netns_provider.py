@@ -13,7 +13,7 @@ import psutil
 import pytest
 import requests
 
-from harness.lab.lab import Lab, Member
+from harness.lab.lab import Lab, LabMember
 from harness.lab.providers.base import NodeSpec, ProviderError
 from harness.lab.providers.netns import NetnsProvider
 from harness.lab.providers.netns_state import StateStore, is_lab_link
@@ -33,18 +33,18 @@ def lab(provider: NetnsProvider) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def member(lab: Lab) -> Member:
+def member(lab: Lab) -> LabMember:
     return lab.add_members(1)[0]
 
 
-def get(member: Member, timeout: float = 5.0) -> dict:
+def get(member: LabMember, timeout: float = 5.0) -> dict:
     with requests.Session() as session:
         session.trust_env = False
         return session.get(f"http://{member.address}:{member.port('http')}/",
                            timeout=timeout).json()
 
 
-def run_in(lab: Lab, member: Member, command: str) -> str:
+def run_in(lab: Lab, member: LabMember, command: str) -> str:
     result = lab.provider.exec(member.node, ["sh", "-c", command])
     assert result.ok, result.output
     return result.output.strip()
@@ -62,7 +62,7 @@ def host_namespaces() -> set[str]:
     return {line.split()[0] for line in listing.splitlines() if line.strip()}
 
 
-def test_a_member_answers_from_its_own_namespaces(lab: Lab, member: Member) -> None:
+def test_a_member_answers_from_its_own_namespaces(lab: Lab, member: LabMember) -> None:
     assert get(member)["member"] == member.id
     assert run_in(lab, member, "hostname") == member.node.spec.hostname
     # Its own pid namespace, with tini as pid 1, and its own /run: no host namespace shows.
@@ -77,7 +77,7 @@ def test_a_member_answers_from_its_own_namespaces(lab: Lab, member: Member) -> N
 
 
 def test_a_hot_plugged_port_appears_unconfigured_and_its_link_can_be_cut(
-        lab: Lab, member: Member, provider: NetnsProvider) -> None:
+        lab: Lab, member: LabMember, provider: NetnsProvider) -> None:
     network = lab.networks["vip"]
     port = provider.attach_port(member.node, network)
     assert port.ip_address in network.spec.dynamic_range
@@ -99,7 +99,7 @@ def test_a_hot_plugged_port_appears_unconfigured_and_its_link_can_be_cut(
     assert record.link not in host_links()
 
 
-def test_a_killed_member_is_down_until_started_again(lab: Lab, member: Member,
+def test_a_killed_member_is_down_until_started_again(lab: Lab, member: LabMember,
                                                      provider: NetnsProvider) -> None:
     provider.kill(member.node)
     assert not provider.is_running(member.node)
@@ -121,7 +121,7 @@ def test_a_killed_member_is_down_until_started_again(lab: Lab, member: Member,
     assert answered is not None and answered["member"] == member.id
 
 
-def test_a_paused_member_answers_only_once_unpaused(lab: Lab, member: Member,
+def test_a_paused_member_answers_only_once_unpaused(lab: Lab, member: LabMember,
                                                     provider: NetnsProvider) -> None:
     get(member)
     provider.pause(member.node)
