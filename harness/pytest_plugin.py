@@ -36,7 +36,7 @@ import testinfra
 
 from harness.amphora_api.client import AmphoraClient
 from harness.faults.injector import FaultInjector
-from harness.lab.lab import Amphora, Lab, LabMember, collect_leftovers
+from harness.lab.lab import Lab, LabAmphora, LabMember, collect_leftovers
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Node, Provider, ProviderError
 from harness.lab.providers.netns_testinfra import register_backend as register_netns_backend
@@ -146,22 +146,22 @@ def lab_shape() -> LabShape:
 
 
 @pytest.fixture(scope="module")
-def amphorae(lab: Lab, lab_shape: LabShape) -> list[Amphora]:
+def amphorae(lab: Lab, lab_shape: LabShape) -> list[LabAmphora]:
     return lab.add_amphorae(lab_shape.amphorae, **lab_shape.agent_settings)
 
 
 @pytest.fixture(scope="module")
-def amphora(amphorae: list[Amphora]) -> Amphora:
+def amphora(amphorae: list[LabAmphora]) -> LabAmphora:
     return amphorae[0]
 
 
 @pytest.fixture(scope="module")
-def amphora_client(amphora: Amphora) -> AmphoraClient:
+def amphora_client(amphora: LabAmphora) -> AmphoraClient:
     return amphora.client
 
 
 @pytest.fixture(scope="module")
-def amphora_host(lab: Lab, amphora: Amphora) -> testinfra.host.Host:
+def amphora_host(lab: Lab, amphora: LabAmphora) -> testinfra.host.Host:
     return testinfra.get_host(lab.provider.testinfra_backend(amphora.node))
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from harness.bench.results import SCHEMA, metric_entries
 from harness.drivers.controller import LoadBalancerController
 from harness.lab.constants import FAILOVER_VRRP
-from harness.lab.lab import NODE_HOSTS, Amphora, Lab, LabMember
+from harness.lab.lab import NODE_HOSTS, Lab, LabAmphora, LabMember
 from harness.lab.providers.base import LAB_LABEL, OWNER_LABEL, ROLE_LABEL, Provider
 from harness.model.loadbalancer import (
     InsertHeader,
@@ -282,10 +282,10 @@ class Bench:
 
     # --- boots ---------------------------------------------------------------------------
 
-    def measure_boots(self, lab: Lab) -> Amphora:
+    def measure_boots(self, lab: Lab) -> LabAmphora:
         """Interleaved: a bare container of the amphora image, then an amphora. Returns the
         first amphora (it carries the load balancer); the others are killed once measured."""
-        first: Amphora | None = None
+        first: LabAmphora | None = None
         for n in range(self.settings.repeats):
             self.say(f"boots {n + 1}/{self.settings.repeats}: bare container, amphora")
             self.add("container_start_s", self.bare_container_start(lab, n))
@@ -326,7 +326,8 @@ class Bench:
 
     # --- a single load balancer ----------------------------------------------------------
 
-    def single_load_balancer(self, lab: Lab, amphora: Amphora, member: LabMember) -> LoadBalancer:
+    def single_load_balancer(self, lab: Lab, amphora: LabAmphora,
+                             member: LabMember) -> LoadBalancer:
         self.say("load balancer: plug, push, start")
         vip = lab.allocate_vip()
         lab.plug_vip(amphora, vip)
@@ -340,7 +341,7 @@ class Bench:
         wait_until(lambda: ask(url).served, SERVING_TIMEOUT_S, f"an answer from {url}", 0.2,
                    BenchError)
 
-    def versions(self, lab: Lab, amphora: Amphora, wrk: Wrk) -> dict[str, Any]:
+    def versions(self, lab: Lab, amphora: LabAmphora, wrk: Wrk) -> dict[str, Any]:
         info = amphora.client.get_info()
         keepalived = self.provider.exec(amphora.node, ["keepalived", "--version"]).output
         engine = getattr(self.provider, "client", None)
@@ -356,7 +357,7 @@ class Bench:
 
     # --- agent API -------------------------------------------------------------------------
 
-    def measure_agent_api(self, amphora: Amphora, lb: LoadBalancer) -> None:
+    def measure_agent_api(self, amphora: LabAmphora, lb: LoadBalancer) -> None:
         self.say(f"agent API: {self.settings.api_requests} GET /1.0/info")
         client = amphora.client
         for _ in range(AGENT_WARMUP_REQUESTS):
@@ -384,7 +385,7 @@ class Bench:
                 self.load_runs.append(run)
                 self.add(key, run.rps)
 
-    def measure_reload_under_load(self, wrk: Wrk, amphora: Amphora, lb: LoadBalancer) -> None:
+    def measure_reload_under_load(self, wrk: Wrk, amphora: LabAmphora, lb: LoadBalancer) -> None:
         s = self.settings
         controller = LoadBalancerController(lb, [amphora.client])
         spacing = s.load_duration_s / (s.reloads_per_run + 1)
@@ -413,7 +414,7 @@ class Bench:
 
     # --- config push -------------------------------------------------------------------------
 
-    def measure_config_push(self, amphora: Amphora, lb: LoadBalancer,
+    def measure_config_push(self, amphora: LabAmphora, lb: LoadBalancer,
                             members: list[LabMember]) -> None:
         """Switch the pool between two members; time until new connections reach the new one."""
         controller = LoadBalancerController(lb, [amphora.client])

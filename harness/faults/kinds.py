@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from harness.faults.base import Fault, FaultError
 from harness.faults.link import BridgeRules, advert_loss_rules, loss_rules, partition_rules
 from harness.faults.node import AGENT_PATTERN, EngineFault, NetemDelay, ProcessKill
-from harness.lab.lab import Amphora
+from harness.lab.lab import LabAmphora
 from harness.lab.providers.base import ExecResult, Port, Provider
 
 
@@ -35,7 +35,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "delay_ms": 100, "jitter_ms": 0,
 }
 
-Builder = Callable[[FaultLab, Sequence[Amphora], Mapping[str, Any]], Fault]
+Builder = Callable[[FaultLab, Sequence[LabAmphora], Mapping[str, Any]], Fault]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class FaultKind:
     # balancers, keepalived), which a standing lab's heal waits for.
     restores: bool = False
 
-    def build(self, lab: FaultLab, amphorae: Sequence[Amphora], **options: Any) -> Fault:
+    def build(self, lab: FaultLab, amphorae: Sequence[LabAmphora], **options: Any) -> Fault:
         """The fault against these amphorae, not applied; options it does not take are errors,
         those left out take their defaults."""
         if len(amphorae) != self.targets:
@@ -69,7 +69,7 @@ class FaultKind:
         return {name: value for name, value in given.items() if name in self.options}
 
 
-def vip_port(amphora: Amphora) -> Port:
+def vip_port(amphora: LabAmphora) -> Port:
     for port in amphora.ports:
         if port.network.spec.role == "vip":
             return port
@@ -78,23 +78,23 @@ def vip_port(amphora: Amphora) -> Port:
 
 # --- whole amphorae (engine operations) --------------------------------------------------------
 
-def _kill(lab: FaultLab, amphorae: Sequence[Amphora], _options: Mapping[str, Any]) -> Fault:
+def _kill(lab: FaultLab, amphorae: Sequence[LabAmphora], _options: Mapping[str, Any]) -> Fault:
     p, node = lab.provider, amphorae[0].node
     return EngineFault(f"kill {node.name}", lambda: p.kill(node), lambda: p.start(node))
 
 
-def _stop(lab: FaultLab, amphorae: Sequence[Amphora], options: Mapping[str, Any]) -> Fault:
+def _stop(lab: FaultLab, amphorae: Sequence[LabAmphora], options: Mapping[str, Any]) -> Fault:
     p, node = lab.provider, amphorae[0].node
     return EngineFault(f"stop {node.name}", lambda: p.stop(node, options["timeout_s"]),
                        lambda: p.start(node))
 
 
-def _pause(lab: FaultLab, amphorae: Sequence[Amphora], _options: Mapping[str, Any]) -> Fault:
+def _pause(lab: FaultLab, amphorae: Sequence[LabAmphora], _options: Mapping[str, Any]) -> Fault:
     p, node = lab.provider, amphorae[0].node
     return EngineFault(f"pause {node.name}", lambda: p.pause(node), lambda: p.unpause(node))
 
 
-def _cut_vip(lab: FaultLab, amphorae: Sequence[Amphora], _options: Mapping[str, Any]) -> Fault:
+def _cut_vip(lab: FaultLab, amphorae: Sequence[LabAmphora], _options: Mapping[str, Any]) -> Fault:
     p, node, mac = lab.provider, amphorae[0].node, vip_port(amphorae[0]).mac_address
     return EngineFault(f"cut {node.name} off the VIP network", lambda: p.disconnect(node, mac),
                        lambda: p.reconnect(node, mac))
@@ -102,28 +102,28 @@ def _cut_vip(lab: FaultLab, amphorae: Sequence[Amphora], _options: Mapping[str, 
 
 # --- links (host bridge rules) -----------------------------------------------------------------
 
-def _partition(lab: FaultLab, amphorae: Sequence[Amphora],
+def _partition(lab: FaultLab, amphorae: Sequence[LabAmphora],
                _options: Mapping[str, Any]) -> Fault:
     a, b = amphorae
     rules = partition_rules(vip_port(a).mac_address, vip_port(b).mac_address)
     return BridgeRules(lab.id, f"partition {a.name} | {b.name}", rules)
 
 
-def _loss(lab: FaultLab, amphorae: Sequence[Amphora], options: Mapping[str, Any]) -> Fault:
+def _loss(lab: FaultLab, amphorae: Sequence[LabAmphora], options: Mapping[str, Any]) -> Fault:
     amphora, percent, spare_vrrp = amphorae[0], options["percent"], options["spare_vrrp"]
     rules = loss_rules(vip_port(amphora).mac_address, percent, spare_vrrp=spare_vrrp)
     what = " (VRRP spared)" if spare_vrrp else ""
     return BridgeRules(lab.id, f"{percent}% loss at {amphora.name}{what}", rules)
 
 
-def _advert_loss(lab: FaultLab, amphorae: Sequence[Amphora],
+def _advert_loss(lab: FaultLab, amphorae: Sequence[LabAmphora],
                  options: Mapping[str, Any]) -> Fault:
     amphora, lost, every = amphorae[0], options["lost"], options["every"]
     rules = advert_loss_rules(vip_port(amphora).mac_address, lost, every)
     return BridgeRules(lab.id, f"{lost} of {every} adverts of {amphora.name} lost", rules)
 
 
-def _delay(lab: FaultLab, amphorae: Sequence[Amphora], options: Mapping[str, Any]) -> Fault:
+def _delay(lab: FaultLab, amphorae: Sequence[LabAmphora], options: Mapping[str, Any]) -> Fault:
     amphora = amphorae[0]
     interface = amphora.client.get_interface(str(vip_port(amphora).ip_address))
     return NetemDelay(lab.provider, amphora.node, interface, options["delay_ms"],
@@ -132,14 +132,14 @@ def _delay(lab: FaultLab, amphorae: Sequence[Amphora], options: Mapping[str, Any
 
 # --- processes inside an amphora ---------------------------------------------------------------
 
-def _kill_process(lab: FaultLab, amphora: Amphora, name: str,
+def _kill_process(lab: FaultLab, amphora: LabAmphora, name: str,
                   restore: Callable[[], None]) -> Fault:
     def kill() -> ExecResult:
         return lab.provider.kill_process(amphora.node, name)
     return ProcessKill(f"kill {name} in {amphora.name}", kill, restore)
 
 
-def _kill_haproxy(lab: FaultLab, amphorae: Sequence[Amphora],
+def _kill_haproxy(lab: FaultLab, amphorae: Sequence[LabAmphora],
                   options: Mapping[str, Any]) -> Fault:
     amphora = amphorae[0]
 
@@ -149,13 +149,13 @@ def _kill_haproxy(lab: FaultLab, amphorae: Sequence[Amphora],
     return _kill_process(lab, amphora, "haproxy", restore)
 
 
-def _kill_keepalived(lab: FaultLab, amphorae: Sequence[Amphora],
+def _kill_keepalived(lab: FaultLab, amphorae: Sequence[LabAmphora],
                      _options: Mapping[str, Any]) -> Fault:
     amphora = amphorae[0]
     return _kill_process(lab, amphora, "keepalived", lambda: amphora.client.vrrp_action("start"))
 
 
-def _kill_agent(lab: FaultLab, amphorae: Sequence[Amphora],
+def _kill_agent(lab: FaultLab, amphorae: Sequence[LabAmphora],
                 _options: Mapping[str, Any]) -> Fault:
     amphora = amphorae[0]
 

@@ -18,13 +18,13 @@ from harness.faults.base import Fault
 from harness.faults.kinds import KINDS, FaultKind
 from harness.faults.link import BridgeRules
 from harness.lab.host_tables import table_name
-from harness.lab.lab import Amphora
+from harness.lab.lab import LabAmphora
 from harness.lab.standing import FaultRecord, StandingLab, StandingLabError
 
 AGENT_BACK_TIMEOUT_S = 90.0
 
 
-def targets_for(lab: StandingLab, kind: FaultKind, names: list[str]) -> list[Amphora]:
+def targets_for(lab: StandingLab, kind: FaultKind, names: list[str]) -> list[LabAmphora]:
     """The amphorae a fault acts on. `active` is the one answering on the VIP now; with no
     names, a two-amphora fault takes the load balancer's pair."""
     if not names and kind.targets == 2 and len(lab.lb_amphorae) == 2:
@@ -44,7 +44,7 @@ def targets_for(lab: StandingLab, kind: FaultKind, names: list[str]) -> list[Amp
     return chosen
 
 
-def _build(lab: StandingLab, kind: FaultKind, amphorae: list[Amphora],
+def _build(lab: StandingLab, kind: FaultKind, amphorae: list[LabAmphora],
            options: dict[str, Any]) -> Fault:
     """The fault with what the lab's record knows added: which load balancer a haproxy kill's
     heal reloads."""
@@ -100,7 +100,7 @@ def heal_faults(lab: StandingLab, on_step: Callable[[str], None] = lambda _: Non
     return errors
 
 
-def restore_amphora(lab: StandingLab, amphora: Amphora) -> None:
+def restore_amphora(lab: StandingLab, amphora: LabAmphora) -> None:
     """An amphora started again plugs its ports again and starts what ran before its agent
     answers (its namespace lived on a tmpfs): wait for the agent, then check that every
     listener it has is serving."""

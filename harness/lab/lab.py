@@ -132,7 +132,7 @@ def lab_indexes_on_host() -> set[int]:
     return indexes
 
 @dataclass
-class Amphora:
+class LabAmphora:
     id: str
     node: Node
     mgmt_address: IPv4Address
@@ -231,7 +231,7 @@ class Lab:
         self.results_dir = results_dir
         self.index: int | None = None
         self.networks: dict[str, Network] = {}
-        self.amphorae: list[Amphora] = []
+        self.amphorae: list[LabAmphora] = []
         self.members: list[LabMember] = []
         self.clients: list[Node] = []
         self._images = {"amphora": amphora_image, "member": member_image}
@@ -341,7 +341,7 @@ class Lab:
 
     # --- amphorae -------------------------------------------------------------------------
 
-    def add_amphorae(self, count: int, **agent_settings) -> list[Amphora]:
+    def add_amphorae(self, count: int, **agent_settings) -> list[LabAmphora]:
         """Boot count amphorae and wait until every agent answers. agent_settings override
         harness.lab.agent_config.AgentSettings fields (topology, controllers, heartbeat_key,
         ...)."""
@@ -351,10 +351,10 @@ class Lab:
             self._wait_ready(amphora, started)
         return [amphora for amphora, _ in booted]
 
-    def add_amphora(self, **agent_settings) -> Amphora:
+    def add_amphora(self, **agent_settings) -> LabAmphora:
         return self.add_amphorae(1, **agent_settings)[0]
 
-    def _boot_amphora(self, **agent_settings) -> tuple[Amphora, float]:
+    def _boot_amphora(self, **agent_settings) -> tuple[LabAmphora, float]:
         amphora_id = str(uuid.uuid4())
         address = self._node_address("lb-mgmt")
         credentials = self.pki.amphora(amphora_id)
@@ -377,13 +377,13 @@ class Lab:
         started = time.monotonic()
         node = self.provider.boot(spec, keep=self.keep)
         client = AmphoraClient(str(spec.address), AGENT_PORT, amphora_id, self.pki.driver)
-        amphora = Amphora(id=amphora_id, node=node, mgmt_address=spec.address, client=client,
+        amphora = LabAmphora(id=amphora_id, node=node, mgmt_address=spec.address, client=client,
                           agent_settings=settings)
         # Registered before it is ready, so a failure still saves its log and tears it down.
         self.amphorae.append(amphora)
         return amphora, started
 
-    def _wait_ready(self, amphora: Amphora, started: float) -> None:
+    def _wait_ready(self, amphora: LabAmphora, started: float) -> None:
         probe = AmphoraClient(
             str(amphora.mgmt_address), AGENT_PORT, amphora.id, self.pki.driver,
             connect_timeout=2.0, read_timeout=5.0, retries=1,
@@ -468,19 +468,19 @@ class Lab:
 
     # --- plugging, as a cloud does it ---------------------------------------------------------
 
-    def attach_port(self, amphora: Amphora, network_role: str) -> Port:
+    def attach_port(self, amphora: LabAmphora, network_role: str) -> Port:
         """The cloud's half of a hot-plug: a new port on that network, attached to the running
         amphora (the engine picks its MAC and fixed IP). The agent knows nothing of it yet."""
         port = self.provider.attach_port(amphora.node, self.networks[network_role])
         amphora.ports.append(port)
         return port
 
-    def attach_vip_port(self, amphora: Amphora) -> VipPort:
+    def attach_vip_port(self, amphora: LabAmphora) -> VipPort:
         """The cloud's half of a VIP port, described as a controller learns it (MAC, fixed IP,
         subnet, MTU): for flows that POST plug/vip themselves through harness.drivers.controller."""
         return self._vip_port(self.attach_port(amphora, "vip"))
 
-    def plug_vip(self, amphora: Amphora, vip: IPv4Address | None = None, *,
+    def plug_vip(self, amphora: LabAmphora, vip: IPv4Address | None = None, *,
                  additional_vips: tuple[IPv4Address, ...] = ()) -> Port:
         """Attach a port on the VIP network (its fixed IP becomes the amphora's vrrp_ip), then
         POST plug/vip with the port's MAC. vip defaults to a newly allocated one."""
@@ -496,12 +496,12 @@ class Lab:
                        subnet=VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway)),
                        mtu=DATA_PLANE_MTU)
 
-    def attach_member_port(self, amphora: Amphora) -> MemberPort:
+    def attach_member_port(self, amphora: LabAmphora) -> MemberPort:
         """The cloud's half of a member-network port, described as a controller learns it (MAC,
         fixed IP, subnet, MTU): for flows that POST plug/network themselves (harness.drivers)."""
         return self._member_port(self.attach_port(amphora, "member"))
 
-    def plug_member_network(self, amphora: Amphora) -> Port:
+    def plug_member_network(self, amphora: LabAmphora) -> Port:
         """Attach a port on the member network, then POST plug/network with its MAC and IP."""
         port = self.attach_port(amphora, "member")
         amphora.client.plug_network(self._member_port(port).plug_request())

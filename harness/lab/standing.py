@@ -30,7 +30,7 @@ import requests
 from harness.amphora_api.client import AmphoraClient
 from harness.amphora_api.pki import DriverCredentials
 from harness.lab.agent_config import AgentSettings
-from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Amphora, Lab, LabMember
+from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Lab, LabAmphora, LabMember
 from harness.lab.providers.base import Network, NetworkSpec, Node, NodeSpec, Port, Provider
 from harness.model.loadbalancer import Protocol, VipPort, VipSubnet
 
@@ -280,7 +280,7 @@ class StandingLab:
         self.close()
 
     @property
-    def lb_amphorae(self) -> list[Amphora]:
+    def lb_amphorae(self) -> list[LabAmphora]:
         return self.amphorae[: self.record.lb_amphorae]
 
     def gateway(self, role: str) -> IPv4Address:
@@ -291,7 +291,7 @@ class StandingLab:
         return {"vip": self.record.vip} | {
             f"m{n}": str(m.address) for n, m in enumerate(self.members, start=1)}
 
-    def amphora(self, target: str) -> Amphora:
+    def amphora(self, target: str) -> LabAmphora:
         """An amphora by index (0, 1, ...), node name, or a prefix of its id."""
         if target.isdigit() and int(target) < len(self.amphorae):
             return self.amphorae[int(target)]
@@ -312,7 +312,7 @@ class StandingLab:
                 for amphora in self.lb_amphorae for port in amphora.ports
                 if port.network.spec.role == "vip"]
 
-    def answering_amphora(self, port: int | None = None) -> Amphora | None:
+    def answering_amphora(self, port: int | None = None) -> LabAmphora | None:
         """The amphora whose haproxy answers on the VIP now (the VRRP MASTER of a pair), from
         the X-Amphora-Id header it adds; None if nothing answers."""
         lb = self.record.load_balancer
@@ -333,13 +333,13 @@ class StandingLab:
                         address=IPv4Address(node.address))
         return Node(spec=spec, handle=node.handle)
 
-    def _amphora(self, record: AmphoraRecord) -> Amphora:
+    def _amphora(self, record: AmphoraRecord) -> LabAmphora:
         node = self._node(record.node)
         client = AmphoraClient(str(node.spec.address), AGENT_PORT, record.id,
                                self.record.driver)
         ports = [Port(self.networks[p.network_role], p.mac_address, IPv4Address(p.ip_address))
                  for p in record.ports]
-        return Amphora(id=record.id, node=node, mgmt_address=node.spec.address, client=client,
+        return LabAmphora(id=record.id, node=node, mgmt_address=node.spec.address, client=client,
                        agent_settings=AgentSettings(**record.agent_settings),
                        ready_s=record.ready_s, ports=ports)
 

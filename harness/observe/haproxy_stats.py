@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from harness.lab.lab import Amphora
+from harness.lab.lab import LabAmphora
 from harness.lab.providers.base import Provider
 from harness.render.amphora_configs import AmphoraPaths
 
@@ -119,7 +119,7 @@ class AmphoraStatsSocket:
     # The command and the path travel as arguments, never inside the shell text.
     _SCRIPT = 'printf "%s\\n" "$1" | socat -t 5 - "UNIX-CONNECT:$2"'
 
-    def __init__(self, provider: Provider, amphora: Amphora, lb_id: str,
+    def __init__(self, provider: Provider, amphora: LabAmphora, lb_id: str,
                  paths: AmphoraPaths | None = None) -> None:
         self.provider = provider
         self.amphora = amphora

@@ -13,7 +13,7 @@ import requests
 import tenacity
 
 from harness.drivers.controller import LoadBalancerController
-from harness.lab.lab import Amphora, Lab, LabMember
+from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model.loadbalancer import LoadBalancer
 from harness.model.yaml_loader import lb_fixture, load_lb
 from harness.pytest_plugin import LabShape
@@ -29,7 +29,7 @@ def lab_shape() -> LabShape:
 
 
 @pytest.fixture(scope="module")
-def vip(lab: Lab, amphora: Amphora) -> str:
+def vip(lab: Lab, amphora: LabAmphora) -> str:
     """The VIP, plugged as a cloud does (port attached, then plug/vip), and the member network
     plugged (plug/network)."""
     address = lab.allocate_vip()
@@ -62,7 +62,7 @@ def load(addresses: dict[str, str]) -> Callable[..., LoadBalancer]:
 
 @pytest.fixture
 def deploy(
-    amphora: Amphora, vip: str
+    amphora: LabAmphora, vip: str
 ) -> Iterator[Callable[[LoadBalancer], LoadBalancerController]]:
     """deploy(lb): create lb on the amphora (upload, start); deleted again at teardown."""
     controllers: list[LoadBalancerController] = []

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 
 from harness.lab.constants import DATA_PLANE_NAMESPACE
-from harness.lab.lab import Amphora, Lab
+from harness.lab.lab import Lab, LabAmphora
 from scenarios.config_push.test_serving import connection_refused, tcp_member
 
 
 @pytest.mark.parametrize("power_off", ["kill", "stop"])
 def test_a_rebooted_amphora_serves_again_without_a_push(power_off: str, load, deploy, lab: Lab,
-                                                        amphora: Amphora, vip: str, vip_url,
+                                                        amphora: LabAmphora, vip: str, vip_url,
                                                         until, member_names, amphora_host):
     http_lb, tcp_lb = load("http"), load("tcp")
     deploy(http_lb)

@@ -17,7 +17,7 @@ import pytest
 
 from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.controller import LoadBalancerController
-from harness.lab.lab import Amphora, Lab, LabMember
+from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model.yaml_loader import load_lb
 from harness.observe.traffic import TimelineRecorder
 from harness.pytest_plugin import LabShape
@@ -54,7 +54,7 @@ def sriov_vip() -> bool:
 
 
 @pytest.fixture(scope="module")
-def pair_under_test(lab: Lab, amphorae: list[Amphora], members: list[LabMember],
+def pair_under_test(lab: Lab, amphorae: list[LabAmphora], members: list[LabMember],
                     tenant_ca: CertificateAuthority, sriov_vip: bool) -> Pair:
     """The create flow, as a controller runs it for an ACTIVE_STANDBY load balancer."""
     vip = lab.allocate_vip()

@@ -20,7 +20,7 @@ from harness.amphora_api.client import AmphoraAPIError
 from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.controller import LoadBalancerController
 from harness.lab.constants import DATA_PLANE_NAMESPACE, FAILOVER_VRRP
-from harness.lab.lab import Amphora, Lab, LabMember
+from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model.loadbalancer import LoadBalancer, VrrpRole
 from harness.observe.plots import plot_timeline
 from harness.observe.traffic import Timeline, TimelineRecorder
@@ -58,7 +58,7 @@ class Pair:
     lab: Lab
     lb: LoadBalancer
     controller: LoadBalancerController
-    amphorae: list[Amphora]
+    amphorae: list[LabAmphora]
     members: list[LabMember]
     tenant_ca: CertificateAuthority
     replaced: list[str] = field(default_factory=list)
@@ -71,10 +71,10 @@ class Pair:
     def url(self) -> str:
         return f"http://{self.vip}:{self.lb.listener('http').port}/"
 
-    def by_id(self, amphora_id: str) -> Amphora:
+    def by_id(self, amphora_id: str) -> LabAmphora:
         return next(a for a in self.amphorae if a.id == amphora_id)
 
-    def other(self, amphora: Amphora) -> Amphora:
+    def other(self, amphora: LabAmphora) -> LabAmphora:
         return next(a for a in self.amphorae if a is not amphora)
 
     def recorder(self, max_duration: float = 120.0) -> TimelineRecorder:
@@ -82,27 +82,27 @@ class Pair:
 
     # --- observations -------------------------------------------------------------------
 
-    def holds_vip(self, amphora: Amphora) -> bool:
+    def holds_vip(self, amphora: LabAmphora) -> bool:
         """Whether the VIP is configured in the amphora's data-plane namespace (testinfra)."""
         host = testinfra.get_host(self.lab.provider.testinfra_backend(amphora.node))
         output = host.check_output(f"ip netns exec {DATA_PLANE_NAMESPACE} ip -o -4 addr show")
         return f" {self.vip}/32 " in output
 
-    def active(self, amphora: Amphora) -> bool:
+    def active(self, amphora: LabAmphora) -> bool:
         """/details says the amphora is the VRRP master."""
         details = amphora.client.get_details()
         assert details["topology"] == TOPOLOGY
         return bool(details["active"])
 
-    def answering_amphora(self) -> Amphora | None:
+    def answering_amphora(self) -> LabAmphora | None:
         """The amphora that serves a new connection through the VIP now."""
         return answering_amphora(self.url, self.amphorae, timeout=PROBE_TIMEOUT_S)
 
-    def masters(self) -> list[Amphora]:
+    def masters(self) -> list[LabAmphora]:
         """The amphorae that hold the VIP and say so in /details."""
         return [a for a in self.amphorae if self.holds_vip(a) and self.active(a)]
 
-    def wait_settled(self, timeout: float = SETTLE_TIMEOUT_S) -> Amphora:
+    def wait_settled(self, timeout: float = SETTLE_TIMEOUT_S) -> LabAmphora:
         """Wait (bounded) until exactly one amphora is master by every account (it alone holds
         the VIP, /details says so of it alone) and traffic through the VIP flows through it;
         return it."""
@@ -117,7 +117,7 @@ class Pair:
 
     # --- the whole configuration ----------------------------------------------------------
 
-    def assert_full_config_served(self, master: Amphora) -> None:
+    def assert_full_config_served(self, master: LabAmphora) -> None:
         """Every listener answers through the VIP from master, with the right certificates."""
         member_ids = {m.id for m in self.members}
         with requests.Session() as session:
@@ -138,7 +138,7 @@ class Pair:
 
     # --- repair -------------------------------------------------------------------------
 
-    def replace(self, lost: Amphora) -> Amphora:
+    def replace(self, lost: LabAmphora) -> LabAmphora:
         """What a controller does after losing an amphora: the cloud boots a new one and plugs
         its ports; the failover flow pushes the load balancer and the VRRP configs to it."""
         if self.lab.provider.is_running(lost.node):  # the cloud deletes the lost amphora
@@ -150,7 +150,7 @@ class Pair:
         self.replaced.append(lost.id)
         return new
 
-    def serves(self, amphora: Amphora) -> bool:
+    def serves(self, amphora: LabAmphora) -> bool:
         """Running, with every listener of the load balancer ACTIVE (a killed or stopped
         amphora is left down for this to find and a controller to replace)."""
         if not self.lab.provider.is_running(amphora.node):
@@ -162,7 +162,7 @@ class Pair:
         return ({item["uuid"]: item["status"] for item in listeners}
                 == {listener.id: "ACTIVE" for listener in self.lb.listeners})
 
-    def ensure_whole(self) -> Amphora:
+    def ensure_whole(self) -> LabAmphora:
         """Replace amphorae that do not serve (a test killed or stopped them); return the
         master once the pair has settled."""
         for amphora in list(self.amphorae):
@@ -209,7 +209,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     wait_until(condition, timeout, what, VRRP.advert_int / 2, AssertionError)
 
 
-def wait_for_answers(recorder: TimelineRecorder, amphora: Amphora, since: float,
+def wait_for_answers(recorder: TimelineRecorder, amphora: LabAmphora, since: float,
                      timeout: float, count: int = STEADY_ANSWERS) -> bool:
     """Wait (bounded) until `count` requests sent after `since` were answered through amphora."""
     return recorder.wait_until(

@@ -19,7 +19,7 @@ import pytest
 
 from harness.faults.base import Fault, FaultUnsupported
 from harness.faults.injector import FaultInjector
-from harness.lab.lab import Amphora
+from harness.lab.lab import LabAmphora
 from harness.observe.traffic import Outage, Timeline, TimelineRecorder
 from scenarios.failover.pair import (
     MASTER_DOWN_S,
@@ -66,7 +66,7 @@ class Failover:
 
 
 def measure_failover(pair: Pair, results: Path, name: str,
-                     inject: Callable[[FaultInjector, Amphora], Fault]) -> Failover:
+                     inject: Callable[[FaultInjector, LabAmphora], Fault]) -> Failover:
     """Take the master down with `inject` under traffic and measure until the backup serves.
     The downed amphora is left for the `pair` fixture to replace before the next test."""
     master = pair.ensure_whole()
@@ -110,7 +110,7 @@ def graceful_stop(pair_under_test: Pair, failover_results: Path,
     return failover
 
 
-def assert_only(timeline: Timeline, amphora: Amphora, since: float,
+def assert_only(timeline: Timeline, amphora: LabAmphora, since: float,
                 until: float = float("inf")) -> None:
     """Every request answered in [since, until) went through amphora, and some were."""
     assert timeline.answered_by(since, until).keys() == {amphora.id}, \
@@ -122,14 +122,14 @@ def assert_only(timeline: Timeline, amphora: Amphora, since: float,
 class Takeover:
     """A fault that took the master down under recorded traffic, and the backup serving."""
 
-    master: Amphora
-    backup: Amphora
+    master: LabAmphora
+    backup: LabAmphora
     recorder: TimelineRecorder
     fault: Fault
     at: float
 
 
-def take_master_down(pair: Pair, record, label: str, inject: Callable[[Amphora], Fault],
+def take_master_down(pair: Pair, record, label: str, inject: Callable[[LabAmphora], Fault],
                      timeout: float = TAKEOVER_TIMEOUT_S) -> Takeover:
     """While the master answers, apply inject(master); return once the backup answers."""
     master = pair.wait_settled()
@@ -145,7 +145,7 @@ def take_master_down(pair: Pair, record, label: str, inject: Callable[[Amphora],
 
 
 def heal_to_one_master(pair: Pair, faults: FaultInjector, recorder: TimelineRecorder,
-                       fault: Fault, label: str) -> tuple[Amphora, float]:
+                       fault: Fault, label: str) -> tuple[LabAmphora, float]:
     """Heal fault; once the pair settles exactly one master is left. (survivor, heal time)"""
     recorder.mark(label)
     healed_at = recorder.now()

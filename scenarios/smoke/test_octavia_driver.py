@@ -14,7 +14,7 @@ import tenacity
 
 from harness.drivers import octavia_driver
 from harness.drivers.octavia_driver import DriverSettings, OctaviaDriver
-from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Amphora, Lab, LabMember
+from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Lab, LabAmphora, LabMember
 
 LISTENER_PORT = 80
 # haproxy wants ~2.5 files per connection; Octavia renders an unlimited listener as 50,000
@@ -24,7 +24,7 @@ REQUESTS = 20
 
 
 @pytest.fixture(scope="module")
-def driver(lab: Lab, amphora: Amphora) -> Iterator[OctaviaDriver]:
+def driver(lab: Lab, amphora: LabAmphora) -> Iterator[OctaviaDriver]:
     if not octavia_driver.available():
         pytest.skip("Octavia's driver is not installed here: `bash scripts/bootstrap` makes "
                     ".venv-octavia")
@@ -35,7 +35,7 @@ def driver(lab: Lab, amphora: Amphora) -> Iterator[OctaviaDriver]:
 
 
 @pytest.fixture(scope="module")
-def octavia_lb(lab: Lab, amphora: Amphora, members: list[LabMember],
+def octavia_lb(lab: Lab, amphora: LabAmphora, members: list[LabMember],
                driver: OctaviaDriver) -> dict:
     """Octavia's create flow for a SINGLE load balancer on the lab amphora: VIP port and member
     port plugged, listeners rendered by Octavia's templates, uploaded and started."""
@@ -71,7 +71,7 @@ def answering_members(url: str, count: int) -> set[str]:
 
 
 def test_octavias_driver_configures_a_lab_amphora_that_serves(octavia_lb: dict, lab: Lab,
-                                                              amphora: Amphora,
+                                                              amphora: LabAmphora,
                                                               members: list[LabMember],
                                                               driver: OctaviaDriver) -> None:
     url = f"http://{octavia_lb['vip']}:{LISTENER_PORT}/"

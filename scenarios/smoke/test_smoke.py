@@ -13,7 +13,7 @@ import requests
 import tenacity
 
 from harness.lab.constants import DATA_PLANE_NAMESPACE
-from harness.lab.lab import AGENT_PORT, Amphora, Lab, LabMember
+from harness.lab.lab import AGENT_PORT, Lab, LabAmphora, LabMember
 from harness.lab.providers.base import Node, Port
 from harness.model import loadbalancer as model
 from harness.render.amphora_configs import render_haproxy
@@ -31,12 +31,12 @@ def vip(lab: Lab) -> IPv4Address:
 
 
 @pytest.fixture(scope="module")
-def vip_port(lab: Lab, amphora: Amphora, vip: IPv4Address) -> Port:
+def vip_port(lab: Lab, amphora: LabAmphora, vip: IPv4Address) -> Port:
     return lab.plug_vip(amphora, vip)
 
 
 @pytest.fixture(scope="module")
-def load_balancer(lab: Lab, amphora: Amphora, members: list[LabMember], vip: IPv4Address,
+def load_balancer(lab: Lab, amphora: LabAmphora, members: list[LabMember], vip: IPv4Address,
                   vip_port: Port) -> model.LoadBalancer:
     """Member network plugged, haproxy.cfg uploaded and started: what a controller does."""
     member_port = lab.plug_member_network(amphora)
@@ -70,7 +70,7 @@ def _first_answer(http: requests.Session, url: str) -> requests.Response:
 
 
 def test_traffic_through_the_vip_reaches_both_members(
-    http: requests.Session, lab: Lab, amphora: Amphora, members: list[LabMember], vip_url: str,
+    http: requests.Session, lab: Lab, amphora: LabAmphora, members: list[LabMember], vip_url: str,
 ) -> None:
     _first_answer(http, vip_url).raise_for_status()
     answers = []
@@ -94,7 +94,7 @@ def test_member_status_knob_passes_through(http: requests.Session, vip_url: str)
 
 
 def test_agent_port_is_out_of_reach_from_the_vip_network(
-    lab: Lab, amphora: Amphora, vip_port: Port, vip_client: Node,
+    lab: Lab, amphora: LabAmphora, vip_port: Port, vip_client: Node,
     load_balancer: model.LoadBalancer, http: requests.Session, vip_url: str,
 ) -> None:
     _first_answer(http, vip_url)
@@ -105,7 +105,7 @@ def test_agent_port_is_out_of_reach_from_the_vip_network(
 
 
 def test_haproxy_runs_in_the_data_plane_namespace(
-    amphora_host, amphora: Amphora, load_balancer: model.LoadBalancer,
+    amphora_host, amphora: LabAmphora, load_balancer: model.LoadBalancer,
     http: requests.Session, vip_url: str,
 ) -> None:
     _first_answer(http, vip_url)

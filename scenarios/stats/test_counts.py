@@ -21,7 +21,7 @@ import pytest
 
 from harness.drivers.controller import LoadBalancerController
 from harness.faults.injector import FaultInjector
-from harness.lab.lab import Amphora, Lab, LabMember
+from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model import loadbalancer as model
 from harness.observe.haproxy_stats import (
     AmphoraStatsSocket,
@@ -55,7 +55,7 @@ def lab_shape(heartbeats: HeartbeatReceiver) -> LabShape:
 
 
 @pytest.fixture(scope="module")
-def vip(lab: Lab, amphora: Amphora) -> str:
+def vip(lab: Lab, amphora: LabAmphora) -> str:
     address = lab.allocate_vip()
     lab.plug_vip(amphora, address)
     lab.plug_member_network(amphora)
@@ -63,7 +63,7 @@ def vip(lab: Lab, amphora: Amphora) -> str:
 
 
 @pytest.fixture(scope="module")
-def controller(amphora: Amphora, members: list[LabMember], vip: str
+def controller(amphora: LabAmphora, members: list[LabMember], vip: str
                ) -> Iterator[LoadBalancerController]:
     pool = model.Pool(members=[model.Member(address=str(m.address), port=m.port("http"))
                                for m in members])
@@ -82,13 +82,13 @@ def listener(controller: LoadBalancerController) -> model.Listener:
 
 
 @pytest.fixture(scope="module")
-def tally(heartbeats: HeartbeatReceiver, amphora: Amphora, listener: model.Listener
+def tally(heartbeats: HeartbeatReceiver, amphora: LabAmphora, listener: model.Listener
           ) -> ListenerTally:
     return ListenerTally(heartbeats, listener.id, [amphora.id])
 
 
 @pytest.fixture(scope="module")
-def stats_socket(lab: Lab, amphora: Amphora, controller: LoadBalancerController
+def stats_socket(lab: Lab, amphora: LabAmphora, controller: LoadBalancerController
                  ) -> AmphoraStatsSocket:
     return AmphoraStatsSocket(lab.provider, amphora, controller.lb.id)
 
@@ -106,7 +106,7 @@ def difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {name: after[name] - before[name] for name in after}
 
 
-def haproxy_masters(lab: Lab, amphora: Amphora) -> int:
+def haproxy_masters(lab: Lab, amphora: LabAmphora) -> int:
     """haproxy processes in the amphora whose parent is not a haproxy: one per instance."""
     listing = lab.provider.exec(amphora.node, ["ps", "-C", "haproxy", "-o", "pid=,ppid="])
     pairs = [line.split() for line in listing.output.splitlines() if line.strip()]
@@ -114,7 +114,7 @@ def haproxy_masters(lab: Lab, amphora: Amphora) -> int:
     return sum(1 for _, ppid in pairs if ppid not in pids)
 
 
-def listener_states(amphora: Amphora) -> dict[str, tuple[str, str]]:
+def listener_states(amphora: LabAmphora) -> dict[str, tuple[str, str]]:
     """GET /1.0/listeners as listener id -> (type, status)."""
     return {item["uuid"]: (item["type"], item["status"])
             for item in amphora.client.get_listeners()}
@@ -147,7 +147,7 @@ def test_counts_match_the_traffic(vip: str, tally: ListenerTally, listener: mode
 
 
 def test_conns_are_the_connections_held_open(
-    vip: str, tally: ListenerTally, heartbeats: HeartbeatReceiver, amphora: Amphora,
+    vip: str, tally: ListenerTally, heartbeats: HeartbeatReceiver, amphora: LabAmphora,
     listener: model.Listener, stats_socket: AmphoraStatsSocket,
 ) -> None:
     def reported_conns() -> int | None:
@@ -169,7 +169,7 @@ def test_conns_are_the_connections_held_open(
 
 
 def test_no_count_lost_or_doubled_across_reloads(
-    vip: str, tally: ListenerTally, controller: LoadBalancerController, amphora: Amphora,
+    vip: str, tally: ListenerTally, controller: LoadBalancerController, amphora: LabAmphora,
 ) -> None:
     """Each batch is followed at once by a reload, before a heartbeat could report it: the
     old worker's counts must be carried over, once."""
@@ -183,7 +183,7 @@ def test_no_count_lost_or_doubled_across_reloads(
 
 
 def test_no_count_lost_across_reloads_under_traffic(
-    vip: str, tally: ListenerTally, controller: LoadBalancerController, amphora: Amphora,
+    vip: str, tally: ListenerTally, controller: LoadBalancerController, amphora: LabAmphora,
 ) -> None:
     """Connections keep coming while haproxy reloads: every one is reported exactly once."""
     statuses: list[int] = []
@@ -219,7 +219,7 @@ def test_no_count_lost_across_reloads_under_traffic(
 
 
 def test_no_count_lost_across_an_agent_restart(
-    vip: str, lab: Lab, tally: ListenerTally, heartbeats: HeartbeatReceiver, amphora: Amphora,
+    vip: str, lab: Lab, tally: ListenerTally, heartbeats: HeartbeatReceiver, amphora: LabAmphora,
 ) -> None:
     """haproxy keeps serving while the agent is down; the restarted agent reports what it
     missed and goes on with the sequence."""
@@ -241,7 +241,7 @@ def test_no_count_lost_across_an_agent_restart(
 
 
 def test_details_and_listeners_agree_with_what_was_pushed(
-    lab: Lab, amphora: Amphora, vip: str, members: list[LabMember],
+    lab: Lab, amphora: LabAmphora, vip: str, members: list[LabMember],
     controller: LoadBalancerController, listener: model.Listener,
 ) -> None:
     second = model.LoadBalancer(vip_address=vip, listeners=[model.Listener(

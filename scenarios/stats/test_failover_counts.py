@@ -17,7 +17,7 @@ import pytest
 
 from harness.drivers.controller import LoadBalancerController
 from harness.faults.injector import FaultInjector
-from harness.lab.lab import Amphora, Lab, LabMember
+from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model import loadbalancer as model
 from harness.observe.heartbeats import HeartbeatReceiver
 from harness.observe.vip import Answer, ask, settled_master
@@ -40,7 +40,7 @@ def lab_shape(heartbeats: HeartbeatReceiver) -> LabShape:
 
 
 @pytest.fixture(scope="module")
-def controller(lab: Lab, amphorae: list[Amphora], members: list[LabMember]
+def controller(lab: Lab, amphorae: list[LabAmphora], members: list[LabMember]
                ) -> Iterator[LoadBalancerController]:
     """The create flow of an ACTIVE_STANDBY load balancer."""
     vip = lab.allocate_vip()
@@ -67,11 +67,11 @@ def vip_mac(vip: str) -> str | None:
     return words[words.index("lladdr") + 1] if "lladdr" in words else None
 
 
-def vip_port_mac(amphora: Amphora) -> str:
+def vip_port_mac(amphora: LabAmphora) -> str:
     return next(p.mac_address for p in amphora.ports if p.network.spec.role == "vip")
 
 
-def wait_for_vip_at(amphora: Amphora, vip: str) -> None:
+def wait_for_vip_at(amphora: LabAmphora, vip: str) -> None:
     deadline = time.monotonic() + VIP_MOVE_TIMEOUT_S
     while vip_mac(vip) != vip_port_mac(amphora):
         if time.monotonic() > deadline:
@@ -113,7 +113,7 @@ def settle(vip: str) -> list[str | None]:
 
 
 def test_counts_continue_on_the_new_master(
-    lab: Lab, amphorae: list[Amphora], heartbeats: HeartbeatReceiver,
+    lab: Lab, amphorae: list[LabAmphora], heartbeats: HeartbeatReceiver,
     controller: LoadBalancerController,
 ) -> None:
     vip = controller.lb.vip_address

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from harness.lab.agent_config import render_agent_config
-from harness.lab.lab import Amphora
+from harness.lab.lab import LabAmphora
 from harness.observe.heartbeats import HeartbeatReceiver
 from harness.pytest_plugin import LabShape
 
@@ -34,7 +34,7 @@ def assert_interval(intervals: list[float], expected_s: float) -> None:
     assert abs(median - expected_s) <= INTERVAL_TOLERANCE * expected_s, (expected_s, intervals)
 
 
-def push_heartbeat_options(amphora: Amphora, **options) -> None:
+def push_heartbeat_options(amphora: LabAmphora, **options) -> None:
     """PUT /1.0/config with the amphora's whole config, heartbeat options changed."""
     settings = replace(amphora.agent_settings, **options)
     assert amphora.client.update_agent_config(render_agent_config(settings)) == {
@@ -43,7 +43,7 @@ def push_heartbeat_options(amphora: Amphora, **options) -> None:
 
 
 def test_every_amphora_sends_signed_heartbeats_in_sequence(
-    heartbeats: HeartbeatReceiver, amphorae: list[Amphora],
+    heartbeats: HeartbeatReceiver, amphorae: list[LabAmphora],
 ) -> None:
     for amphora in amphorae:
         heartbeats.wait_for(amphora.id, count=HEARTBEATS_OBSERVED, timeout=30)
@@ -57,7 +57,7 @@ def test_every_amphora_sends_signed_heartbeats_in_sequence(
 
 
 def test_new_interval_and_key_apply_and_the_old_key_is_rejected(
-    heartbeats: HeartbeatReceiver, amphorae: list[Amphora],
+    heartbeats: HeartbeatReceiver, amphorae: list[LabAmphora],
 ) -> None:
     rotated, unrotated = amphorae
     last_seq = heartbeats.wait_for(rotated.id, count=1)[-1].seq

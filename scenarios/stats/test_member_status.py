@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.drivers.controller import LoadBalancerController
-from harness.lab.lab import Amphora, Lab, LabMember
+from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model import loadbalancer as model
 from harness.observe.haproxy_stats import AmphoraStatsSocket, show_stat
 from harness.observe.heartbeats import HeartbeatReceiver
@@ -33,7 +33,7 @@ def lab_shape(heartbeats: HeartbeatReceiver) -> LabShape:
 
 
 @pytest.fixture(scope="module")
-def controller(lab: Lab, amphora: Amphora, members: list[LabMember]
+def controller(lab: Lab, amphora: LabAmphora, members: list[LabMember]
                ) -> Iterator[LoadBalancerController]:
     vip = lab.allocate_vip()
     lab.plug_vip(amphora, vip)
@@ -61,14 +61,14 @@ def pool_key(listener: model.Listener) -> str:
     return f"{listener.pools[0].id}:{listener.id}"
 
 
-def reported(heartbeats: HeartbeatReceiver, amphora: Amphora, key: str) -> dict[str, str] | None:
+def reported(heartbeats: HeartbeatReceiver, amphora: LabAmphora, key: str) -> dict[str, str] | None:
     """Member statuses of one pool ("<pool_id>:<listener_id>") in the latest heartbeat."""
     latest = heartbeats.history(amphora.id).latest()
     pool = latest.message["pools"].get(key) if latest else None
     return pool["members"] if pool else None
 
 
-def wait_for_statuses(heartbeats: HeartbeatReceiver, amphora: Amphora,
+def wait_for_statuses(heartbeats: HeartbeatReceiver, amphora: LabAmphora,
                       expected: dict[str, dict[str, str]], within_s: float) -> None:
     """Wait until the latest heartbeat reports these member statuses for these pools."""
     heartbeats.wait_until(
@@ -78,7 +78,7 @@ def wait_for_statuses(heartbeats: HeartbeatReceiver, amphora: Amphora,
 
 
 def test_statuses_say_how_members_are_configured(
-    heartbeats: HeartbeatReceiver, lab: Lab, amphora: Amphora,
+    heartbeats: HeartbeatReceiver, lab: Lab, amphora: LabAmphora,
     controller: LoadBalancerController,
 ) -> None:
     monitored_listener, unmonitored_listener = controller.lb.listeners
@@ -102,7 +102,7 @@ def test_statuses_say_how_members_are_configured(
 
 
 def test_killed_member_goes_down_and_comes_back_up(
-    heartbeats: HeartbeatReceiver, lab: Lab, amphora: Amphora, members: list[LabMember],
+    heartbeats: HeartbeatReceiver, lab: Lab, amphora: LabAmphora, members: list[LabMember],
     controller: LoadBalancerController,
 ) -> None:
     monitored_listener, unmonitored_listener = controller.lb.listeners
