@@ -17,7 +17,7 @@ from harness.faults.base import Fault, FaultError
 from harness.faults.link import BridgeRules, advert_loss_rules, loss_rules, partition_rules
 from harness.faults.node import AGENT_PATTERN, EngineFault, NetemDelay, ProcessKill
 from harness.lab.lab import LabAmphora
-from harness.lab.providers.base import ExecResult, Port, Provider
+from harness.lab.providers.base import AttachedPort, ExecResult, Provider
 
 
 class FaultLab(Protocol):
@@ -69,7 +69,7 @@ class FaultKind:
         return {name: value for name, value in given.items() if name in self.options}
 
 
-def vip_port(amphora: LabAmphora) -> Port:
+def vip_port(amphora: LabAmphora) -> AttachedPort:
     for port in amphora.ports:
         if port.network.spec.role == "vip":
             return port

@@ -40,11 +40,11 @@ from harness.lab.host_tables import remove_lab_tables
 from harness.lab.providers import labs_on_host
 from harness.lab.providers.base import (
     AddressSpaceTaken,
+    AttachedPort,
     Network,
     NetworkSpec,
     Node,
     NodeSpec,
-    Port,
     Provider,
 )
 from harness.model.loadbalancer import MemberPort, VipPort, VipSubnet
@@ -142,7 +142,7 @@ class LabAmphora:
     agent_settings: AgentSettings
     # From asking the provider to boot it until /info answered over mutual TLS.
     ready_s: float = 0.0
-    ports: list[Port] = field(default_factory=list)
+    ports: list[AttachedPort] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -468,7 +468,7 @@ class Lab:
 
     # --- plugging, as a cloud does it ---------------------------------------------------------
 
-    def attach_port(self, amphora: LabAmphora, network_role: str) -> Port:
+    def attach_port(self, amphora: LabAmphora, network_role: str) -> AttachedPort:
         """The cloud's half of a hot-plug: a new port on that network, attached to the running
         amphora (the engine picks its MAC and fixed IP). The agent knows nothing of it yet."""
         port = self.provider.attach_port(amphora.node, self.networks[network_role])
@@ -481,7 +481,7 @@ class Lab:
         return self._vip_port(self.attach_port(amphora, "vip"))
 
     def plug_vip(self, amphora: LabAmphora, vip: IPv4Address | None = None, *,
-                 additional_vips: tuple[IPv4Address, ...] = ()) -> Port:
+                 additional_vips: tuple[IPv4Address, ...] = ()) -> AttachedPort:
         """Attach a port on the VIP network (its fixed IP becomes the amphora's vrrp_ip), then
         POST plug/vip with the port's MAC. vip defaults to a newly allocated one."""
         vip = vip or self.allocate_vip()
@@ -490,7 +490,7 @@ class Lab:
             additional_vips=tuple(map(str, additional_vips))))
         return port
 
-    def _vip_port(self, port: Port) -> VipPort:
+    def _vip_port(self, port: AttachedPort) -> VipPort:
         plan = self.plan("vip")
         return VipPort(mac_address=port.mac_address, vrrp_ip=str(port.ip_address),
                        subnet=VipSubnet(cidr=str(plan.subnet), gateway=str(plan.gateway)),
@@ -501,13 +501,13 @@ class Lab:
         fixed IP, subnet, MTU): for flows that POST plug/network themselves (harness.drivers)."""
         return self._member_port(self.attach_port(amphora, "member"))
 
-    def plug_member_network(self, amphora: LabAmphora) -> Port:
+    def plug_member_network(self, amphora: LabAmphora) -> AttachedPort:
         """Attach a port on the member network, then POST plug/network with its MAC and IP."""
         port = self.attach_port(amphora, "member")
         amphora.client.plug_network(self._member_port(port).plug_request())
         return port
 
-    def _member_port(self, port: Port) -> MemberPort:
+    def _member_port(self, port: AttachedPort) -> MemberPort:
         return MemberPort(mac_address=port.mac_address, ip_address=str(port.ip_address),
                           subnet=VipSubnet(cidr=str(self.plan("member").subnet)),
                           mtu=DATA_PLANE_MTU)

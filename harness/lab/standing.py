@@ -31,7 +31,7 @@ from harness.amphora_api.client import AmphoraClient
 from harness.amphora_api.pki import DriverCredentials
 from harness.lab.agent_config import AgentSettings
 from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Lab, LabAmphora, LabMember
-from harness.lab.providers.base import Network, NetworkSpec, Node, NodeSpec, Port, Provider
+from harness.lab.providers.base import AttachedPort, Network, NetworkSpec, Node, NodeSpec, Provider
 from harness.model.loadbalancer import Protocol, VipPort, VipSubnet
 
 STATE_DIR_ENV = "AMPHORA_HARNESS_STATE_DIR"
@@ -337,8 +337,8 @@ class StandingLab:
         node = self._node(record.node)
         client = AmphoraClient(str(node.spec.address), AGENT_PORT, record.id,
                                self.record.driver)
-        ports = [Port(self.networks[p.network_role], p.mac_address, IPv4Address(p.ip_address))
-                 for p in record.ports]
+        ports = [AttachedPort(self.networks[p.network_role], p.mac_address,
+                              IPv4Address(p.ip_address)) for p in record.ports]
         return LabAmphora(id=record.id, node=node, mgmt_address=node.spec.address, client=client,
                        agent_settings=AgentSettings(**record.agent_settings),
                        ready_s=record.ready_s, ports=ports)

@@ -14,7 +14,7 @@ import tenacity
 
 from harness.lab.constants import DATA_PLANE_NAMESPACE
 from harness.lab.lab import AGENT_PORT, Lab, LabAmphora, LabMember
-from harness.lab.providers.base import Node, Port
+from harness.lab.providers.base import AttachedPort, Node
 from harness.model import loadbalancer as model
 from harness.render.amphora_configs import render_haproxy
 
@@ -31,13 +31,13 @@ def vip(lab: Lab) -> IPv4Address:
 
 
 @pytest.fixture(scope="module")
-def vip_port(lab: Lab, amphora: LabAmphora, vip: IPv4Address) -> Port:
+def vip_port(lab: Lab, amphora: LabAmphora, vip: IPv4Address) -> AttachedPort:
     return lab.plug_vip(amphora, vip)
 
 
 @pytest.fixture(scope="module")
 def load_balancer(lab: Lab, amphora: LabAmphora, members: list[LabMember], vip: IPv4Address,
-                  vip_port: Port) -> model.LoadBalancer:
+                  vip_port: AttachedPort) -> model.LoadBalancer:
     """Member network plugged, haproxy.cfg uploaded and started: what a controller does."""
     member_port = lab.plug_member_network(amphora)
     assert member_port.network.spec.role == "member"
@@ -94,7 +94,7 @@ def test_member_status_knob_passes_through(http: requests.Session, vip_url: str)
 
 
 def test_agent_port_is_out_of_reach_from_the_vip_network(
-    lab: Lab, amphora: LabAmphora, vip_port: Port, vip_client: Node,
+    lab: Lab, amphora: LabAmphora, vip_port: AttachedPort, vip_client: Node,
     load_balancer: model.LoadBalancer, http: requests.Session, vip_url: str,
 ) -> None:
     _first_answer(http, vip_url)

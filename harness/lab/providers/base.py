@@ -89,7 +89,7 @@ class Node:
 
 
 @dataclass(frozen=True)
-class Port:
+class AttachedPort:
     """A hot-plugged interface: what a cloud reports for a new port."""
 
     network: Network
@@ -152,7 +152,7 @@ class Provider(abc.ABC):
         """Create the node, write spec.files into it, start it."""
 
     @abc.abstractmethod
-    def attach_port(self, node: Node, network: Network) -> Port:
+    def attach_port(self, node: Node, network: Network) -> AttachedPort:
         """Hot-plug a new interface on network into a running node; the engine picks its
         address from the network's dynamic range."""
 

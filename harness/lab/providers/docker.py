@@ -33,13 +33,13 @@ from harness.lab.providers.base import (
     OWNER_LABEL,
     ROLE_LABEL,
     AddressSpaceTaken,
+    AttachedPort,
     ExecResult,
     LabOwnership,
     Network,
     NetworkSpec,
     Node,
     NodeSpec,
-    Port,
     Provider,
     ProviderError,
     owner_token,
@@ -201,11 +201,11 @@ class DockerProvider(Provider):
         with _engine(f"looking up {node.name}"):
             return self.client.containers.get(node.handle)
 
-    def attach_port(self, node: Node, network: Network) -> Port:
+    def attach_port(self, node: Node, network: Network) -> AttachedPort:
         with _engine(f"attaching {node.name} to {network.name}"):
             self.client.api.connect_container_to_network(node.handle, network.handle)
             settings = self._container(node).attrs["NetworkSettings"]["Networks"][network.name]
-        return Port(network=network, mac_address=settings["MacAddress"],
+        return AttachedPort(network=network, mac_address=settings["MacAddress"],
                     ip_address=IPv4Address(settings["IPAddress"]))
 
     def detach_port(self, node: Node, network: Network) -> None:

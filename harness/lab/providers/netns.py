@@ -34,13 +34,13 @@ import psutil
 from harness.lab.providers import netns_node
 from harness.lab.providers.base import (
     AddressSpaceTaken,
+    AttachedPort,
     ExecResult,
     LabOwnership,
     Network,
     NetworkSpec,
     Node,
     NodeSpec,
-    Port,
     Provider,
     ProviderError,
     owner_alive,
@@ -217,7 +217,7 @@ class NetnsProvider(Provider):
             node.init = owner_token(init.pid)
             node.pid_namespace = netns_node.namespace_id(init.pid, "pid")
 
-    def attach_port(self, node: Node, network: Network) -> Port:
+    def attach_port(self, node: Node, network: Network) -> AttachedPort:
         lab_id, role = node.spec.lab_id, network.spec.role
         with self.store.update(lab_id) as state:
             if any(port.network == role for port in state.ports_of(node.name)):
@@ -229,7 +229,7 @@ class NetnsProvider(Provider):
         except ProviderError:
             self._forget_ports(lab_id, [port])
             raise
-        return Port(network=network, mac_address=port.mac_address,
+        return AttachedPort(network=network, mac_address=port.mac_address,
                     ip_address=IPv4Address(port.ip_address))
 
     def detach_port(self, node: Node, network: Network) -> None:
