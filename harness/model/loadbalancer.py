@@ -60,7 +60,7 @@ def maybe(item_type: type) -> g.Grammar:
 Id = Annotated[str, g.UUID]
 Name = Annotated[str | None, g.optional(g.NAME)]
 Address = Annotated[str, g.ip_address]
-Port = Annotated[int, g.PORT]
+PortNumber = Annotated[int, g.PORT]
 Flag = Annotated[bool, g.boolean]
 TimeoutMs = Annotated[int, g.integer(1, 2**31 - 1)]  # haproxy's limit for a timeout
 
@@ -204,7 +204,7 @@ class Member(Model):
     id: Id = field(default_factory=new_id)
     name: Name = None
     address: Address
-    port: Port
+    port: PortNumber
     weight: Annotated[int, g.integer(0, 256)] = 1
     backup: Flag = False
     admin_state_up: Flag = True
@@ -333,7 +333,7 @@ class Listener(Model):
     id: Id = field(default_factory=new_id)
     name: Name = None
     protocol: Annotated[Protocol, g.one_of(Protocol)]
-    port: Port
+    port: PortNumber
     connection_limit: Annotated[int, g.integer(1, 1_000_000)] = DEFAULT_CONNECTION_LIMIT
     timeout_client_data: TimeoutMs = DEFAULT_TIMEOUT_CLIENT_DATA_MS
     timeout_member_connect: TimeoutMs = DEFAULT_TIMEOUT_MEMBER_CONNECT_MS
