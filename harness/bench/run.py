@@ -45,9 +45,9 @@ from harness.lab.providers.base import LAB_LABEL, OWNER_LABEL, ROLE_LABEL, Provi
 from harness.model.loadbalancer import (
     InsertHeader,
     Listener,
+    ListenerProtocol,
     LoadBalancer,
     Pool,
-    Protocol,
     Topology,
 )
 from harness.model.loadbalancer import Member as LbMember
@@ -501,7 +501,7 @@ def _lb_member(member: LabMember) -> LbMember:
 def _http_lb(vip: IPv4Address, members: list[LabMember],
              topology: Topology = Topology.SINGLE) -> LoadBalancer:
     pool = Pool(members=[_lb_member(m) for m in members])
-    listener = Listener(protocol=Protocol.HTTP, port=LISTENER_PORT, pools=[pool],
+    listener = Listener(protocol=ListenerProtocol.HTTP, port=LISTENER_PORT, pools=[pool],
                         default_pool_id=pool.id, insert_headers=[InsertHeader.X_FORWARDED_FOR])
     return LoadBalancer(vip_address=str(vip), topology=topology, listeners=[listener])
 

@@ -32,7 +32,7 @@ from harness.amphora_api.pki import DriverCredentials
 from harness.lab.agent_config import AgentSettings
 from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Lab, LabAmphora, LabMember
 from harness.lab.providers.base import AttachedPort, Network, NetworkSpec, Node, NodeSpec, Provider
-from harness.model.loadbalancer import Protocol, VipPort, VipSubnet
+from harness.model.loadbalancer import ListenerProtocol, VipPort, VipSubnet
 
 STATE_DIR_ENV = "AMPHORA_HARNESS_STATE_DIR"
 STATE_FILE = "state.json"
@@ -110,7 +110,8 @@ class LoadBalancerRecord:
     def url(self, vip: str, port: int | None = None) -> str:
         """The URL of a listener (the first one by default) on the VIP."""
         listener = self.listener(port)
-        scheme = "https" if listener["protocol"] == Protocol.TERMINATED_HTTPS.value else "http"
+        tls = listener["protocol"] == ListenerProtocol.TERMINATED_HTTPS.value
+        scheme = "https" if tls else "http"
         return f"{scheme}://{vip}:{listener['port']}/"
 
     def listener(self, port: int | None = None) -> dict[str, Any]:

@@ -117,7 +117,7 @@ class Model:
         raise ModelError(f"{type(self).__name__}.{field_name}", problem)
 
 
-class Protocol(enum.Enum):
+class ListenerProtocol(enum.Enum):
     HTTP = "HTTP"
     TCP = "TCP"
     TERMINATED_HTTPS = "TERMINATED_HTTPS"
@@ -125,7 +125,7 @@ class Protocol(enum.Enum):
     @property
     def mode(self) -> str:
         """haproxy's proxy mode for this protocol."""
-        return "tcp" if self is Protocol.TCP else "http"
+        return "tcp" if self is ListenerProtocol.TCP else "http"
 
 
 class Algorithm(enum.Enum):
@@ -332,7 +332,7 @@ class Listener(Model):
 
     id: Id = field(default_factory=new_id)
     name: Name = None
-    protocol: Annotated[Protocol, g.one_of(Protocol)]
+    protocol: Annotated[ListenerProtocol, g.one_of(ListenerProtocol)]
     port: PortNumber
     connection_limit: Annotated[int, g.integer(1, 1_000_000)] = DEFAULT_CONNECTION_LIMIT
     timeout_client_data: TimeoutMs = DEFAULT_TIMEOUT_CLIENT_DATA_MS
@@ -358,7 +358,7 @@ class Listener(Model):
         return next(p for p in self.pools if p.id == pool_id)
 
     def check_consistency(self) -> None:
-        tls = self.protocol is Protocol.TERMINATED_HTTPS
+        tls = self.protocol is ListenerProtocol.TERMINATED_HTTPS
         if tls != (self.certificate is not None):
             self._fail("certificate", "required for TERMINATED_HTTPS listeners and only for them")
         if self.sni_certificates and not tls:

@@ -13,7 +13,14 @@ import pytest
 
 from harness.amphora_api.client import AmphoraAPIError
 from harness.faults.node import AGENT_PATTERN
-from harness.model.loadbalancer import Algorithm, HealthMonitor, Listener, Member, Pool, Protocol
+from harness.model.loadbalancer import (
+    Algorithm,
+    HealthMonitor,
+    Listener,
+    ListenerProtocol,
+    Member,
+    Pool,
+)
 from harness.observe.traffic import TimelineRecorder
 from harness.paths import FIXTURES_DIR
 
@@ -138,7 +145,7 @@ def test_a_new_listener_serves_after_the_push(load, deploy, vip, vip_url, until,
     assert connection_refused(vip, 9000)
 
     pool = Pool(members=[Member(address=addresses["m2"], port=9000)])
-    lb.listeners.append(Listener(protocol=Protocol.TCP, port=9000, pools=[pool],
+    lb.listeners.append(Listener(protocol=ListenerProtocol.TCP, port=9000, pools=[pool],
                                  default_pool_id=pool.id))
     controller.update()
     assert member_names[tcp_member(vip, 9000)] == "m2"

@@ -45,7 +45,7 @@ def load_balancer(lab: Lab, amphora: LabAmphora, members: list[LabMember], vip: 
         model.Member(address=str(m.address), port=m.port("http")) for m in members
     ])
     listener = model.Listener(
-        protocol=model.Protocol.HTTP, port=LISTENER_PORT, connection_limit=CONNECTION_LIMIT,
+        protocol=model.ListenerProtocol.HTTP, port=LISTENER_PORT, connection_limit=CONNECTION_LIMIT,
         pools=[pool], default_pool_id=pool.id,
         insert_headers=[model.InsertHeader.X_FORWARDED_FOR],
     )

@@ -67,8 +67,8 @@ def controller(amphora: LabAmphora, members: list[LabMember], vip: str
                ) -> Iterator[LoadBalancerController]:
     pool = model.Pool(members=[model.Member(address=str(m.address), port=m.port("http"))
                                for m in members])
-    listener = model.Listener(protocol=model.Protocol.HTTP, port=LISTENER_PORT, pools=[pool],
-                              default_pool_id=pool.id)
+    listener = model.Listener(protocol=model.ListenerProtocol.HTTP, port=LISTENER_PORT,
+                              pools=[pool], default_pool_id=pool.id)
     lb = model.LoadBalancer(vip_address=vip, listeners=[listener])
     lb_controller = LoadBalancerController(lb, [amphora.client])
     lb_controller.create()
@@ -245,7 +245,7 @@ def test_details_and_listeners_agree_with_what_was_pushed(
     controller: LoadBalancerController, listener: model.Listener,
 ) -> None:
     second = model.LoadBalancer(vip_address=vip, listeners=[model.Listener(
-        protocol=model.Protocol.TCP, port=SECOND_LISTENER_PORT, pools=[model.Pool(
+        protocol=model.ListenerProtocol.TCP, port=SECOND_LISTENER_PORT, pools=[model.Pool(
             members=[model.Member(address=str(members[0].address),
                                   port=members[0].port("tcp"))])])])
     second_controller = LoadBalancerController(second, [amphora.client])

@@ -51,7 +51,7 @@ def controller(lab: Lab, amphorae: list[LabAmphora], members: list[LabMember]
     pool = model.Pool(members=[model.Member(address=str(m.address), port=m.port("http"))
                                for m in members])
     lb = model.LoadBalancer(vip_address=str(vip), topology=model.Topology.ACTIVE_STANDBY,
-                            listeners=[model.Listener(protocol=model.Protocol.HTTP,
+                            listeners=[model.Listener(protocol=model.ListenerProtocol.HTTP,
                                                       port=LISTENER_PORT, pools=[pool],
                                                       default_pool_id=pool.id)])
     lb_controller = LoadBalancerController(lb, [a.client for a in amphorae])

@@ -46,9 +46,9 @@ def controller(lab: Lab, amphora: LabAmphora, members: list[LabMember]
     unmonitored = model.Pool(members=[model.Member(address=str(members[0].address),
                                                    port=members[0].port("http"))])
     lb = model.LoadBalancer(vip_address=str(vip), listeners=[
-        model.Listener(protocol=model.Protocol.HTTP, port=80, pools=[monitored],
+        model.Listener(protocol=model.ListenerProtocol.HTTP, port=80, pools=[monitored],
                        default_pool_id=monitored.id),
-        model.Listener(protocol=model.Protocol.HTTP, port=81, pools=[unmonitored],
+        model.Listener(protocol=model.ListenerProtocol.HTTP, port=81, pools=[unmonitored],
                        default_pool_id=unmonitored.id),
     ])
     lb_controller = LoadBalancerController(lb, [amphora.client])

@@ -55,7 +55,7 @@ def test_haproxy_marks_members_with_the_ping_check(agent_factory):
         health_monitor=model.HealthMonitor(type=model.MonitorType.PING, delay=1, timeout=1,
                                            max_retries=1, max_retries_down=1),
     )
-    listener = model.Listener(protocol=model.Protocol.TCP, port=8443, pools=[pool],
+    listener = model.Listener(protocol=model.ListenerProtocol.TCP, port=8443, pools=[pool],
                               default_pool_id=pool.id, connection_limit=100)
     lb = model.LoadBalancer(vip_address="127.0.0.1", listeners=[listener])
     paths = AmphoraPaths(base_path=str(agent.base_path), base_cert_dir=str(agent.cert_dir))

@@ -25,11 +25,11 @@ from harness.drivers.controller import (
 from harness.model.loadbalancer import (
     Certificate,
     Listener,
+    ListenerProtocol,
     LoadBalancer,
     Member,
     ModelError,
     Pool,
-    Protocol,
 )
 from harness.render.amphora_configs import AmphoraPaths
 
@@ -46,7 +46,8 @@ def paths_of(agent) -> AmphoraPaths:
     return AmphoraPaths(base_path=str(agent.base_path), base_cert_dir=str(agent.cert_dir))
 
 
-def http_listener(backend_port: int, protocol: Protocol = Protocol.HTTP, **options) -> Listener:
+def http_listener(backend_port: int, protocol: ListenerProtocol = ListenerProtocol.HTTP,
+                  **options) -> Listener:
     pool = Pool(members=[Member(address=LOOPBACK, port=backend_port)])
     return Listener(protocol=protocol, port=free_port(), pools=[pool], default_pool_id=pool.id,
                     **options)
@@ -91,7 +92,7 @@ def test_create_serves_and_names_the_amphora(single, http_backend):
 def test_update_adds_a_listener_and_keeps_the_first(single, http_backend):
     _agent, lb, controller = single
     controller.create()
-    lb.listeners.append(http_listener(http_backend.port, protocol=Protocol.TCP))
+    lb.listeners.append(http_listener(http_backend.port, protocol=ListenerProtocol.TCP))
     assert refused(lb.listeners[1].port)
     controller.update()
     for listener in lb.listeners:
@@ -153,7 +154,7 @@ def test_tls_certificates_are_uploaded_served_by_sni_rotated_and_deleted(
     agent = agent_factory()
     default = site_certificate(site_ca, "default.example.com")
     site_a = site_certificate(site_ca, "a.example.com")
-    listener = http_listener(http_backend.port, protocol=Protocol.TERMINATED_HTTPS,
+    listener = http_listener(http_backend.port, protocol=ListenerProtocol.TERMINATED_HTTPS,
                              certificate=default, sni_certificates=[site_a])
     lb = LoadBalancer(vip_address=LOOPBACK, listeners=[listener])
     controller = LoadBalancerController(lb, [agent.client], paths=paths_of(agent))
@@ -208,7 +209,7 @@ def test_two_load_balancers_on_one_amphora_are_independent(agent_factory, http_b
 
 def test_sriov_firewall_rules_open_each_listener_to_its_cidrs_and_vrrp_to_the_peer():
     web = http_listener(8080, allowed_cidrs=["198.18.0.0/24", "2001:db8::/64"])
-    raw = Listener(protocol=Protocol.TCP, port=9000)
+    raw = Listener(protocol=ListenerProtocol.TCP, port=9000)
     lb = LoadBalancer(vip_address="198.18.0.10", listeners=[web, raw], sriov_vip=True)
     assert vip_firewall_rules(lb, ["198.18.0.12", "2001:db8::12"]) == [
         {"protocol": "TCP", "cidr": "198.18.0.0/24", "port": web.port},

@@ -17,10 +17,10 @@ from harness.amphora_api.client import AmphoraAPIError
 from harness.drivers.controller import LoadBalancerController
 from harness.model.loadbalancer import (
     Listener,
+    ListenerProtocol,
     LoadBalancer,
     Member,
     Pool,
-    Protocol,
     VipPort,
     VipSubnet,
 )
@@ -84,7 +84,8 @@ def first_answer(lab: NetnsLab, client: str, port: int) -> dict:
 
 def http_lb(topology: str) -> LoadBalancer:
     pool = Pool(members=[Member(address=MEMBER, port=MEMBER_PORT)])
-    listener = Listener(protocol=Protocol.HTTP, port=80, pools=[pool], default_pool_id=pool.id)
+    listener = Listener(protocol=ListenerProtocol.HTTP, port=80, pools=[pool],
+                        default_pool_id=pool.id)
     return LoadBalancer(vip_address=VIP, topology=topology, listeners=[listener])
 
 

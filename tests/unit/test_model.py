@@ -13,11 +13,11 @@ from harness.model.loadbalancer import (
     L7Policy,
     L7Rule,
     Listener,
+    ListenerProtocol,
     LoadBalancer,
     Member,
     ModelError,
     Pool,
-    Protocol,
     SessionPersistence,
 )
 from harness.model.yaml_loader import LB_FIXTURES_DIR, lb_fixture, load_lb
@@ -37,7 +37,8 @@ def pems() -> dict[str, bytes]:
 def http_lb(**listener_options) -> LoadBalancer:
     pool = Pool(members=[Member(address="198.18.2.11", port=8080)])
     listener = Listener(
-        protocol=Protocol.HTTP, port=80, pools=[pool], default_pool_id=pool.id, **listener_options
+        protocol=ListenerProtocol.HTTP, port=80, pools=[pool], default_pool_id=pool.id,
+        **listener_options,
     )
     return LoadBalancer(vip_address="198.18.1.10", listeners=[listener])
 
@@ -47,7 +48,7 @@ def test_values_are_canonicalised():
     assert member.address == "2001:db8::1"
     listener = Listener(protocol="HTTP", port=80, allowed_cidrs=["10.1.2.3/8"],
                         insert_headers=["X-Forwarded-For"])
-    assert listener.protocol is Protocol.HTTP
+    assert listener.protocol is ListenerProtocol.HTTP
     assert listener.allowed_cidrs == ["10.0.0.0/8"]
     assert listener.insert_headers == [InsertHeader.X_FORWARDED_FOR]
 

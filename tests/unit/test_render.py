@@ -17,9 +17,9 @@ import pytest
 from harness.amphora_api.pki import CertificateAuthority
 from harness.model.loadbalancer import (
     HostRoute,
+    ListenerProtocol,
     LoadBalancer,
     ModelError,
-    Protocol,
     VipSubnet,
     VrrpAmphora,
     VrrpGroup,
@@ -158,7 +158,7 @@ def test_http_listeners_name_the_amphora_in_a_response_header_and_tcp_ones_do_no
     for listener in lb.listeners:
         frontend = parts[f"frontend {listener.id}"]
         header = f"http-response set-header X-Amphora-Id {AMPHORA_ID}"
-        assert (header in frontend) == (listener.protocol is not Protocol.TCP)
+        assert (header in frontend) == (listener.protocol is not ListenerProtocol.TCP)
 
 
 def test_member_options(paths):
