@@ -36,7 +36,8 @@ import testinfra
 
 from harness.amphora_api.client import AmphoraClient
 from harness.faults.injector import FaultInjector
-from harness.lab.lab import Lab, LabAmphora, LabMember, collect_leftovers
+from harness.lab.cleanup import collect_leftovers
+from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Node, Provider, ProviderError
 from harness.lab.providers.netns_testinfra import register_backend as register_netns_backend

@@ -39,8 +39,9 @@ from typing import Any
 
 from harness.bench.results import SCHEMA, metric_entries
 from harness.drivers.controller import LoadBalancerController
+from harness.lab.addressing import NODE_HOSTS
 from harness.lab.constants import FAILOVER_VRRP
-from harness.lab.lab import NODE_HOSTS, Lab, LabAmphora, LabMember
+from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.lab.providers.base import LAB_LABEL, OWNER_LABEL, ROLE_LABEL, Provider
 from harness.model.loadbalancer import (
     InsertHeader,

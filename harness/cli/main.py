@@ -38,10 +38,11 @@ from rich.table import Table
 from harness.drivers.standing_push import push_lb
 from harness.faults.kinds import KINDS
 from harness.faults.standing import apply_fault, heal_faults
+from harness.lab.cleanup import collect_leftovers
 from harness.lab.constants import DATA_PLANE_NAMESPACE
 from harness.lab.host_tables import remove_lab_tables
 from harness.lab.images import RECIPES, ImageBuilder
-from harness.lab.lab import Lab, collect_leftovers
+from harness.lab.lab import Lab
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Provider
 from harness.lab.providers.docker import DockerProvider

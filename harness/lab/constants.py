@@ -1,5 +1,6 @@
-"""The lab's fixed facts, in one place: what the amphora's parts are called, and the timers of
-the failover pair that the suites and the bench both build.
+"""The lab's fixed facts, in one place: what the amphora's parts are called and where its agent
+listens, where the member image keeps what, and the timers of the failover pair that the suites
+and the bench both build.
 
 Everything that must agree between the harness, its suites and the bench reads it from here.
 """
@@ -10,6 +11,20 @@ from harness.model.loadbalancer import VrrpGroup
 
 # Octavia's name for the namespace that holds the VIP, haproxy and keepalived in an amphora.
 DATA_PLANE_NAMESPACE = "amphora-haproxy"
+
+# The agent's port on the management network, and its files at Octavia's paths (so Octavia's
+# own agent image finds them too).
+AGENT_PORT = 9443
+AGENT_CONFIG_PATH = "/etc/octavia/amphora-agent.conf"
+AGENT_CA_PATH = "/etc/octavia/certs/client_ca.pem"
+AGENT_SERVER_PEM_PATH = "/etc/octavia/certs/server.pem"
+
+# The member image's services (harness.lab.member_server) and its TLS certificate.
+MEMBER_PORTS = {"http": 8080, "https": 8443, "tcp": 9000, "udp": 9000}
+MEMBER_TLS_PATH = "/etc/member/tls.pem"
+
+# The MTU of the lab's networks, as a cloud reports it for a port.
+DATA_PLANE_MTU = 1500
 
 # The failover pair's VRRP timers: adverts every second, and a haproxy that fails two checks
 # 2 s apart drops the holder's priority. Master_Down_Interval is then 3 s plus skew (3.65 s at

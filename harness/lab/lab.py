@@ -1,33 +1,20 @@
-"""A lab: three networks, amphorae, members and clients, on a provider; up, down, addressing.
+"""A lab: three networks, amphorae, members and clients, on a provider; up and down.
 
-Networks follow an Octavia deployment: lb-mgmt (controller <-> agents), vip (clients <-> VIP)
-and member (haproxy <-> backends). Each is a /24 from 198.18.0.0/15 (set aside for benchmarking),
-the three of lab index i at /24 number 3i, 3i+1, 3i+2, so labs side by side never overlap.
-Within each /24:
-
-    .1          the host (bridge gateway): the harness's client, traffic and heartbeat receiver
-    .2 - .99    addresses the lab hands to nodes it boots (amphora management, members, clients)
-    .100 - .127 VIPs (vip network), kept out of the engine's range as Neutron keeps a VIP port
-    .128 - .254 the engine's range: hot-plugged ports get their fixed IP from here
-
-The lab plugs like a cloud: attach the port (the engine picks MAC and IP), then tell the agent
-with plug/vip or plug/network. Teardown runs on down(), at interpreter exit and on SIGTERM;
-whatever a killed process leaves is found by `amphora-harness gc` (see providers.base).
+Addresses follow harness.lab.addressing. The lab plugs like a cloud: attach the port (the engine
+picks MAC and IP), then tell the agent with plug/vip or plug/network. Teardown runs on down(),
+and at interpreter exit and on SIGTERM for a lab that is still up; whatever a killed process
+leaves is found by `amphora-harness gc` (harness.lab.cleanup).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import json
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import requests
@@ -35,9 +22,27 @@ import tenacity
 
 from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
 from harness.amphora_api.pki import LabPKI
+from harness.lab import cleanup
+from harness.lab.addressing import (
+    LAB_ADDRESS_SPACE,
+    MAX_LABS,
+    NETWORK_ROLES,
+    SubnetPlan,
+    lab_indexes_on_host,
+    subnet_plan,
+)
 from harness.lab.agent_config import AgentSettings, render_agent_config
+from harness.lab.constants import (
+    AGENT_CA_PATH,
+    AGENT_CONFIG_PATH,
+    AGENT_PORT,
+    AGENT_SERVER_PEM_PATH,
+    DATA_PLANE_MTU,
+    MEMBER_PORTS,
+    MEMBER_TLS_PATH,
+)
+from harness.lab.errors import LabError
 from harness.lab.host_tables import remove_lab_tables
-from harness.lab.providers import labs_on_host
 from harness.lab.providers.base import (
     AddressSpaceTaken,
     AttachedPort,
@@ -49,87 +54,9 @@ from harness.lab.providers.base import (
 )
 from harness.model.loadbalancer import MemberPort, VipPort, VipSubnet
 
-LAB_ADDRESS_SPACE = IPv4Network("198.18.0.0/15")
-NETWORK_ROLES = ("lb-mgmt", "vip", "member")
-MAX_LABS = LAB_ADDRESS_SPACE.num_addresses // 256 // len(NETWORK_ROLES)
-NODE_HOSTS = range(2, 100)
-VIP_HOSTS = range(100, 128)
-DYNAMIC_RANGE_PREFIX = 25  # the upper half: .128/25
-
-AGENT_PORT = 9443
-AGENT_CONFIG_PATH = "/etc/octavia/amphora-agent.conf"
-AGENT_CA_PATH = "/etc/octavia/certs/client_ca.pem"
-AGENT_SERVER_PEM_PATH = "/etc/octavia/certs/server.pem"
-MEMBER_TLS_PATH = "/etc/member/tls.pem"
-MEMBER_PORTS = {"http": 8080, "https": 8443, "tcp": 9000, "udp": 9000}
-DATA_PLANE_MTU = 1500
-
 READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.25
 
-
-class LabError(RuntimeError):
-    """The lab cannot do what was asked; the message says what and why."""
-
-
-@dataclass(frozen=True)
-class SubnetPlan:
-    """The addressing of one lab network (see the module docstring)."""
-
-    subnet: IPv4Network
-
-    @property
-    def gateway(self) -> IPv4Address:
-        return self.subnet[1]
-
-    @property
-    def dynamic_range(self) -> IPv4Network:
-        return list(self.subnet.subnets(new_prefix=DYNAMIC_RANGE_PREFIX))[-1]
-
-    def node_address(self, n: int) -> IPv4Address:
-        return self._host(NODE_HOSTS, n, "node addresses")
-
-    def vip_address(self, n: int) -> IPv4Address:
-        return self._host(VIP_HOSTS, n, "VIPs")
-
-    def _host(self, hosts: range, n: int, what: str) -> IPv4Address:
-        if not 0 <= n < len(hosts):
-            raise LabError(f"{self.subnet} has room for {len(hosts)} {what}")
-        return self.subnet[hosts[n]]
-
-
-def subnet_plan(lab_index: int, role: str) -> SubnetPlan:
-    if not 0 <= lab_index < MAX_LABS:
-        raise LabError(f"lab index {lab_index} is outside 0..{MAX_LABS - 1}")
-    block = lab_index * len(NETWORK_ROLES) + NETWORK_ROLES.index(role)
-    base = LAB_ADDRESS_SPACE.network_address + block * 256
-    return SubnetPlan(IPv4Network(f"{base}/24"))
-
-
-
-def lab_index_of(address: IPv4Address) -> int | None:
-    """The lab index whose address block holds address, or None outside the lab space."""
-    if address not in LAB_ADDRESS_SPACE:
-        return None
-    block = (int(address) - int(LAB_ADDRESS_SPACE.network_address)) // 256
-    return block // len(NETWORK_ROLES)
-
-
-def lab_indexes_on_host() -> set[int]:
-    """Lab indexes whose blocks hold an address of the host (a bridge gateway of some lab)."""
-    shown = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True,
-                           check=False)
-    try:
-        interfaces = json.loads(shown.stdout or "[]")
-    except ValueError:
-        return set()
-    indexes = set()
-    for interface in interfaces:
-        for info in interface.get("addr_info", []):
-            index = lab_index_of(IPv4Address(info["local"]))
-            if index is not None:
-                indexes.add(index)
-    return indexes
 
 @dataclass
 class LabAmphora:
@@ -164,50 +91,6 @@ class LabMember:
         return MEMBER_PORTS[service]
 
 
-_LIVE_LABS: set[Lab] = set()
-
-
-def _down_live_labs() -> None:
-    for lab in list(_LIVE_LABS):
-        with contextlib.suppress(Exception):
-            lab.down()
-
-
-def _exit_on_sigterm(signum: int, _frame) -> None:
-    # SystemExit unwinds every finally block and fixture finalizer, then atexit runs.
-    raise SystemExit(128 + signum)
-
-
-def _install_exit_hooks() -> None:
-    """Tear live labs down on interpreter exit, and make SIGTERM exit through the finally
-    blocks (by default it kills the process on the spot). SIGINT already raises
-    KeyboardInterrupt. A handler someone else installed is left alone."""
-    if getattr(_install_exit_hooks, "done", False):
-        return
-    atexit.register(_down_live_labs)
-    with contextlib.suppress(ValueError):  # not the main thread: no signal handlers there
-        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    _install_exit_hooks.done = True
-
-
-def _workdir_prefix(lab_id: str) -> str:
-    return f"amphora-harness-{lab_id}-"
-
-
-def collect_leftovers(provider: Provider, *, include_kept: bool = True,
-                      everything: bool = False) -> list[str]:
-    """Remove labs whose owner process is gone (see Provider.gc) and their work directories
-    (PKI), and the fault tables of labs that are gone; returns the lab ids removed."""
-    removed = provider.gc(include_kept=include_kept, everything=everything)
-    for lab_id in removed:
-        for workdir in Path(tempfile.gettempdir()).glob(f"{_workdir_prefix(lab_id)}*"):
-            shutil.rmtree(workdir, ignore_errors=True)
-    # Host tables (link faults) of every lab that no longer exists, under any provider.
-    remove_lab_tables(keep=frozenset(lab.lab_id for lab in labs_on_host(provider)))
-    return removed
-
-
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
@@ -238,7 +121,7 @@ class Lab:
         self._nodes_per_network = dict.fromkeys(NETWORK_ROLES, 0)
         self._vips = 0
         self._is_down = False
-        self.workdir = Path(tempfile.mkdtemp(prefix=_workdir_prefix(self.id)))
+        self.workdir = Path(tempfile.mkdtemp(prefix=cleanup.workdir_prefix(self.id)))
         self.pki = LabPKI(self.workdir / "pki")
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -250,8 +133,7 @@ class Lab:
         self.down()
 
     def up(self) -> Lab:
-        _install_exit_hooks()
-        _LIVE_LABS.add(self)
+        cleanup.track(self)
         try:
             self._create_networks()
         except BaseException:
@@ -264,7 +146,7 @@ class Lab:
         if self._is_down:
             return
         self._is_down = True
-        _LIVE_LABS.discard(self)
+        cleanup.forget(self)
         try:
             self._save_logs()
         finally:

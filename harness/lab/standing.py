@@ -30,7 +30,8 @@ import requests
 from harness.amphora_api.client import AmphoraClient
 from harness.amphora_api.pki import DriverCredentials
 from harness.lab.agent_config import AgentSettings
-from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Lab, LabAmphora, LabMember
+from harness.lab.constants import AGENT_PORT, DATA_PLANE_MTU
+from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.lab.providers.base import AttachedPort, Network, NetworkSpec, Node, NodeSpec, Provider
 from harness.model.loadbalancer import ListenerProtocol, VipPort, VipSubnet
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.lab.lab import Lab, collect_leftovers
+from harness.lab.cleanup import collect_leftovers
+from harness.lab.lab import Lab
 from harness.lab.providers.base import Provider
 
 EXIT_TIMEOUT_S = 60

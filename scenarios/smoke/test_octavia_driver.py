@@ -14,7 +14,8 @@ import tenacity
 
 from harness.drivers import octavia_driver
 from harness.drivers.octavia_driver import DriverSettings, OctaviaDriver
-from harness.lab.lab import AGENT_PORT, DATA_PLANE_MTU, Lab, LabAmphora, LabMember
+from harness.lab.constants import AGENT_PORT, DATA_PLANE_MTU
+from harness.lab.lab import Lab, LabAmphora, LabMember
 
 LISTENER_PORT = 80
 # haproxy wants ~2.5 files per connection; Octavia renders an unlimited listener as 50,000

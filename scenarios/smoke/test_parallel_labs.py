@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import requests
 
-from harness.lab.lab import NETWORK_ROLES, Lab
+from harness.lab.addressing import NETWORK_ROLES
+from harness.lab.lab import Lab
 
 
 def test_two_labs_run_at_once(lab_factory: Callable[[], Lab]) -> None:

@@ -12,8 +12,8 @@ import pytest
 import requests
 import tenacity
 
-from harness.lab.constants import DATA_PLANE_NAMESPACE
-from harness.lab.lab import AGENT_PORT, Lab, LabAmphora, LabMember
+from harness.lab.constants import AGENT_PORT, DATA_PLANE_NAMESPACE
+from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.lab.providers.base import AttachedPort, Node
 from harness.model import loadbalancer as model
 from harness.render.amphora_configs import render_haproxy

@@ -10,7 +10,7 @@ import pytest
 from harness.amphora_api.pki import LabPKI
 from harness.faults.kinds import KINDS
 from harness.faults.standing import targets_for
-from harness.lab.lab import subnet_plan
+from harness.lab.addressing import subnet_plan
 from harness.lab.providers.docker import DockerProvider
 from harness.lab.shape import (
     TOPOLOGIES_DIR,

@@ -10,14 +10,14 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from harness.lab.lab import (
+from harness.lab.addressing import (
     LAB_ADDRESS_SPACE,
     MAX_LABS,
     NETWORK_ROLES,
-    LabError,
     lab_index_of,
     subnet_plan,
 )
+from harness.lab.errors import LabError
 
 
 def all_subnets() -> list[IPv4Network]:
@@ -85,7 +85,7 @@ def test_blocks_held_by_host_addresses_count_as_used(tmp_path):
                            check=True)
         shown = subprocess.run(
             ["ip", "netns", "exec", namespace, sys.executable, "-c",
-             "from harness.lab.lab import lab_indexes_on_host; "
+             "from harness.lab.addressing import lab_indexes_on_host; "
              "print(sorted(lab_indexes_on_host()))"],
             capture_output=True, text=True, check=True)
         assert shown.stdout.strip() == "[5]"
