@@ -53,9 +53,9 @@ from harness.lab.shape import (
     resolve_lb,
     with_overrides,
 )
-from harness.lab.standing import (
+from harness.lab.standing import StandingLab
+from harness.lab.standing_state import (
     LabRecord,
-    StandingLab,
     choose_lab,
     load_record,
     record_lab,

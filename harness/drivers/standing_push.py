@@ -13,7 +13,8 @@ from pathlib import Path
 from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.controller import LoadBalancerController
 from harness.lab.shape import certificate_names
-from harness.lab.standing import LoadBalancerRecord, StandingLab
+from harness.lab.standing import StandingLab
+from harness.lab.standing_state import LoadBalancerRecord
 from harness.model.loadbalancer import LoadBalancer, Topology, VrrpGroup
 from harness.model.yaml_loader import load_lb
 

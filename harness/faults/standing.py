@@ -19,7 +19,8 @@ from harness.faults.kinds import KINDS, FaultKind
 from harness.faults.link import BridgeRules
 from harness.lab.host_tables import table_name
 from harness.lab.lab import LabAmphora
-from harness.lab.standing import FaultRecord, StandingLab, StandingLabError
+from harness.lab.standing import StandingLab
+from harness.lab.standing_state import FaultRecord, StandingLabError
 
 AGENT_BACK_TIMEOUT_S = 90.0
 

@@ -260,7 +260,7 @@ class Lab:
         node = self.provider.boot(spec, keep=self.keep)
         client = AmphoraClient(str(spec.address), AGENT_PORT, amphora_id, self.pki.driver)
         amphora = LabAmphora(id=amphora_id, node=node, mgmt_address=spec.address, client=client,
-                          agent_settings=settings)
+                             agent_settings=settings)
         # Registered before it is ready, so a failure still saves its log and tears it down.
         self.amphorae.append(amphora)
         return amphora, started
@@ -314,7 +314,7 @@ class Lab:
                 files={MEMBER_TLS_PATH: tls.bundle},
             )
             member = LabMember(id=member_id, node=self.provider.boot(spec, keep=self.keep),
-                            address=spec.address)
+                               address=spec.address)
             self.members.append(member)
             booted.append(member)
         for member in booted:

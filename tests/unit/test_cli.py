@@ -18,7 +18,7 @@ from harness.cli.main import (
     suites_table,
     summarize_timeline,
 )
-from harness.lab.standing import STATE_DIR_ENV
+from harness.lab.standing_state import STATE_DIR_ENV
 from harness.observe.traffic import Sample
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>

@@ -20,7 +20,8 @@ from harness.lab.shape import (
     resolve_lb,
     with_overrides,
 )
-from harness.lab.standing import (
+from harness.lab.standing import StandingLab
+from harness.lab.standing_state import (
     STATE_DIR_ENV,
     AmphoraRecord,
     LabRecord,
@@ -29,7 +30,6 @@ from harness.lab.standing import (
     NetworkRecord,
     NodeRecord,
     PortRecord,
-    StandingLab,
     StandingLabError,
     choose_lab,
     load_record,

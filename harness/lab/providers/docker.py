@@ -206,7 +206,7 @@ class DockerProvider(Provider):
             self.client.api.connect_container_to_network(node.handle, network.handle)
             settings = self._container(node).attrs["NetworkSettings"]["Networks"][network.name]
         return AttachedPort(network=network, mac_address=settings["MacAddress"],
-                    ip_address=IPv4Address(settings["IPAddress"]))
+                            ip_address=IPv4Address(settings["IPAddress"]))
 
     def detach_port(self, node: Node, network: Network) -> None:
         with _engine(f"detaching {node.name} from {network.name}"):

@@ -230,7 +230,7 @@ class NetnsProvider(Provider):
             self._forget_ports(lab_id, [port])
             raise
         return AttachedPort(network=network, mac_address=port.mac_address,
-                    ip_address=IPv4Address(port.ip_address))
+                            ip_address=IPv4Address(port.ip_address))
 
     def detach_port(self, node: Node, network: Network) -> None:
         ports = [port for port in self.store.get(node.spec.lab_id).ports_of(node.name)
