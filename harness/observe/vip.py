@@ -116,7 +116,8 @@ def settled_master(url: str, timeout: float, *,
         answers = [ask(url) for _ in range(count)]
         claims = {name: sorted(claimants()) for name, claimants in accounts.items()}
         seen.clear()
-        seen.update(answers=[a.amphora if a.served else "no answer" for a in answers], **claims)
+        seen.update(answers=[a.amphora if a.served else a.error or f"status {a.status}"
+                             for a in answers], **claims)
         master = settled_on(answers, claims)
         if master is None or master == other_than:
             return False
