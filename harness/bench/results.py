@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,8 +41,9 @@ class MetricSpec:
 
 METRICS: dict[str, MetricSpec] = {
     "container_start_s": MetricSpec(
-        "s", "lower", 0.05, "a bare container of the amphora image: create and start, as the "
-        "engine reports it running (the floor under amphora_ready_s)", gated=False),
+        "s", "lower", 0.05, "a bare container of the amphora image (none of an amphora's "
+        "files or privileges): create and start, as the engine reports it running (the floor "
+        "under amphora_ready_s)", gated=False),
     "amphora_ready_s": MetricSpec(
         "s", "lower", 0.05, "boot an amphora until GET /1.0/info answers over mutual TLS",
         reference="container_start_s"),
@@ -70,6 +71,18 @@ METRICS: dict[str, MetricSpec] = {
     "agent_api_latency_ms[upload]": MetricSpec(
         "ms", "lower", 1.0, "PUT a haproxy.cfg (the agent checks it with haproxy -c)"),
 }
+
+
+@dataclass
+class Samples:
+    """The raw samples of one run by metric key, as they are taken."""
+
+    by_key: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, key: str, value: float) -> None:
+        if key not in METRICS:  # a typo would otherwise surface only when the results are written
+            raise ValueError(f"unknown metric {key!r}")
+        self.by_key.setdefault(key, []).append(float(value))
 
 
 def summarize(samples: Sequence[float]) -> dict[str, Any]:

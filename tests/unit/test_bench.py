@@ -21,7 +21,7 @@ from harness.bench.results import (
     summarize,
     write_results,
 )
-from harness.bench.run import (
+from harness.bench.wrk import (
     WRK_PERCENTILES,
     WRK_REPORT_MARK,
     load_run_from_report,
