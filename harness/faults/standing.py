@@ -21,6 +21,7 @@ from harness.lab.host_tables import table_name
 from harness.lab.lab import LabAmphora
 from harness.lab.standing import StandingLab
 from harness.lab.standing_state import FaultRecord, StandingLabError
+from harness.observe.vip import answering_amphora
 
 AGENT_BACK_TIMEOUT_S = 90.0
 
@@ -36,7 +37,8 @@ def targets_for(lab: StandingLab, kind: FaultKind, names: list[str]) -> list[Lab
     chosen = []
     for name in names:
         if name == "active":
-            amphora = lab.answering_amphora()
+            url = lab.vip_url()
+            amphora = answering_amphora(url, lab.amphorae) if url else None
             if amphora is None:
                 raise StandingLabError("no amphora answers on the VIP, so none is active")
             chosen.append(amphora)

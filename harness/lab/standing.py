@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 
-import requests
-
 from harness.amphora_api.client import AmphoraClient
 from harness.lab.agent_config import AgentSettings
 from harness.lab.constants import AGENT_PORT, DATA_PLANE_MTU
@@ -81,19 +79,11 @@ class StandingLab:
                 for amphora in self.lb_amphorae for port in amphora.ports
                 if port.network.spec.role == "vip"]
 
-    def answering_amphora(self, port: int | None = None) -> LabAmphora | None:
-        """The amphora whose haproxy answers on the VIP now (the VRRP MASTER of a pair), from
-        the X-Amphora-Id header it adds; None if nothing answers."""
+    def vip_url(self, port: int | None = None) -> str | None:
+        """The URL of a listener (the first one by default) of the pushed load balancer on the
+        VIP; None before the first push. (Who answers there: harness.observe.vip.)"""
         lb = self.record.load_balancer
-        if lb is None:
-            return None
-        try:
-            response = requests.get(lb.url(self.record.vip, port), timeout=2, verify=False,
-                                    headers={"Connection": "close"})
-        except requests.RequestException:
-            return None
-        answered = response.headers.get("X-Amphora-Id")
-        return next((a for a in self.amphorae if a.id == answered), None)
+        return lb.url(self.record.vip, port) if lb is not None else None
 
     def _node(self, node: NodeRecord) -> Node:
         spec = NodeSpec(lab_id=self.id, role=node.role, name=node.name,
