@@ -15,14 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from harness.amphora_api.client import AmphoraAPIError
+from tests.support.api_errors import expect_error
 
 NAME = "www.example.com.pem"
-
-
-def expect_error(status: int, message: str, call, *args) -> None:
-    with pytest.raises(AmphoraAPIError) as caught:
-        call(*args)
-    assert (caught.value.status, caught.value.message) == (status, message)
 
 
 def encrypted_key_bundle(pki) -> bytes:

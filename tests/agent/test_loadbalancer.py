@@ -19,6 +19,7 @@ import pytest
 
 from harness.amphora_api.client import AmphoraAPIError
 from harness.polling import poll_until
+from tests.support.api_errors import expect_error
 
 BAD_CONFIG = "global\n    daemon\nthis_is_not_a_keyword\n"
 
@@ -43,13 +44,6 @@ def snapshot(directory) -> dict[str, bytes]:
 
 def master_pid(agent, lb_id: str) -> int:
     return int((agent.base_path / lb_id / f"{lb_id}.pid").read_text().split()[0])
-
-
-def expect_error(status: int, message: str, call, *args, **kwargs) -> AmphoraAPIError:
-    with pytest.raises(AmphoraAPIError) as caught:
-        call(*args, **kwargs)
-    assert (caught.value.status, caught.value.message) == (status, message)
-    return caught.value
 
 
 @pytest.fixture

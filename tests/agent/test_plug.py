@@ -8,30 +8,22 @@ import subprocess
 
 import pytest
 
-from harness.amphora_api.client import AmphoraAPIError
+from tests.support.api_errors import expect_error
+from tests.support.dataplane import ip_json, ipv4_addresses
+from tests.support.vip_network import (
+    CLIENT,
+    GATEWAY,
+    MEMBER_IP,
+    MEMBER_SUBNET,
+    SUBNET,
+    VIP,
+    VRRP_IP,
+    net_info,
+)
 
 pytestmark = pytest.mark.netns
 
-SUBNET = "198.19.200.0/24"
-GATEWAY = "198.19.200.1"
-VIP = "198.19.200.10"
-VRRP_IP = "198.19.200.11"
-CLIENT = "198.19.200.50/24"
-MEMBER_SUBNET = "198.19.201.0/24"
-MEMBER_IP = "198.19.201.11"
 NO_INTERFACE = "No suitable network interface found"
-
-
-def ip_json(namespace: str, *args: str) -> list[dict]:
-    out = subprocess.run(["ip", "-n", namespace, "-j", *args], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    return json.loads(out) if out else []
-
-
-def addresses(namespace: str, ifname: str) -> set[str]:
-    return {f"{a['local']}/{a['prefixlen']}"
-            for link in ip_json(namespace, "addr", "show", "dev", ifname)
-            for a in link["addr_info"] if a["family"] == "inet"}
 
 
 def routes(namespace: str, table: str = "main") -> set[str]:
@@ -45,25 +37,11 @@ def vip_rules(namespace: str) -> list[dict]:
     return [rule for rule in ip_json(namespace, "rule", "show") if rule.get("src") == VIP]
 
 
-def expect_error(status: int, message: str, call, *args) -> AmphoraAPIError:
-    with pytest.raises(AmphoraAPIError) as caught:
-        call(*args)
-    assert (caught.value.status, caught.value.message) == (status, message), caught.value.details
-    return caught.value
-
-
 @pytest.fixture
 def agent(agent_factory, lab):
     # retries=1: a 404 "no interface" would otherwise be retried like the driver does.
     return agent_factory(network_namespace=lab.namespace("amp"), topology="SINGLE",
                          client_options={"retries": 1})
-
-
-def net_info(mac: str, **overrides) -> dict:
-    return {"subnet_cidr": SUBNET, "gateway": GATEWAY, "mac_address": mac, "mtu": 1450,
-            "vrrp_ip": VRRP_IP,
-            "host_routes": [{"destination": "203.0.113.0/24", "nexthop": "198.19.200.254"}],
-            **overrides}
 
 
 def test_plug_vip_single(agent, lab):
@@ -75,7 +53,7 @@ def test_plug_vip_single(agent, lab):
     assert subprocess.run(["ip", "link", "show", port.name], capture_output=True).returncode
     (link,) = ip_json(namespace, "link", "show", "dev", "eth1")
     assert (link["address"], link["mtu"], "UP" in link["flags"]) == (port.mac, 1450, True)
-    assert addresses(namespace, "eth1") == {f"{VRRP_IP}/24", f"{VIP}/32"}
+    assert ipv4_addresses(namespace, "eth1") == {f"{VRRP_IP}/24", f"{VIP}/32"}
     assert routes(namespace) >= {f"default via {GATEWAY}", "203.0.113.0/24 via 198.19.200.254"}
     # Replies from the VIP leave through table 1.
     assert routes(namespace, table="1") >= {f"default via {GATEWAY}", f"{SUBNET} via -"}
@@ -93,9 +71,9 @@ def test_replug_is_idempotent_and_applies_changes(agent, lab):
     namespace = lab.namespace("amp")
     port = lab.hot_plug()
     agent.client.plug_vip(VIP, net_info(port.mac))
-    state = (addresses(namespace, "eth1"), routes(namespace), routes(namespace, table="1"))
+    state = (ipv4_addresses(namespace, "eth1"), routes(namespace), routes(namespace, table="1"))
     assert agent.client.plug_vip(VIP, net_info(port.mac))["details"].endswith("eth1")
-    assert (addresses(namespace, "eth1"), routes(namespace),
+    assert (ipv4_addresses(namespace, "eth1"), routes(namespace),
             routes(namespace, table="1")) == state
     assert len(vip_rules(namespace)) == 1
     # The agent restarts and the driver re-plugs with new host routes and MTU.
@@ -106,7 +84,7 @@ def test_replug_is_idempotent_and_applies_changes(agent, lab):
     assert ip_json(namespace, "link", "show", "dev", "eth1")[0]["mtu"] == 1400
     assert "192.0.2.0/24 via 198.19.200.1" in routes(namespace)
     assert "203.0.113.0/24 via 198.19.200.254" not in routes(namespace)
-    assert addresses(namespace, "eth1") == {f"{VRRP_IP}/24", f"{VIP}/32"}
+    assert ipv4_addresses(namespace, "eth1") == {f"{VRRP_IP}/24", f"{VIP}/32"}
 
 
 def test_active_standby_leaves_the_vip_to_keepalived(agent_factory, lab):
@@ -114,7 +92,7 @@ def test_active_standby_leaves_the_vip_to_keepalived(agent_factory, lab):
     agent = agent_factory(network_namespace=namespace, topology="ACTIVE_STANDBY")
     port = lab.hot_plug()
     agent.client.plug_vip(VIP, net_info(port.mac))
-    assert addresses(namespace, "eth1") == {f"{VRRP_IP}/24"}
+    assert ipv4_addresses(namespace, "eth1") == {f"{VRRP_IP}/24"}
     assert vip_rules(namespace) == []
     assert routes(namespace, table="1") == set()
 
@@ -165,7 +143,7 @@ def test_plug_network(agent, lab):
                                                  "nexthop": "198.19.201.1"}]}]}
     assert agent.client.plug_network(port_info) == {
         "message": "OK", "details": "Plugged on interface eth2"}
-    assert addresses(namespace, "eth2") == {f"{MEMBER_IP}/24"}
+    assert ipv4_addresses(namespace, "eth2") == {f"{MEMBER_IP}/24"}
     assert ip_json(namespace, "link", "show", "dev", "eth2")[0]["mtu"] == 1480
     assert "10.99.0.0/16 via 198.19.201.1" in routes(namespace)
     # The member network's gateway never becomes a default route: that is the VIP's.
@@ -173,7 +151,7 @@ def test_plug_network(agent, lab):
         f"default via {GATEWAY}"}
     assert agent.client.get_interface(MEMBER_IP) == "eth2"
     assert agent.client.plug_network(port_info)["details"] == "Updated existing interface eth2"
-    assert addresses(namespace, "eth2") == {f"{MEMBER_IP}/24"}
+    assert ipv4_addresses(namespace, "eth2") == {f"{MEMBER_IP}/24"}
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,12 @@ SR-IOV firewall with IPv6 sources.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import uuid
 
 import pytest
 
-from tests.agent import test_vrrp as vrrp
+from tests.support.dataplane import ip_json
+from tests.support.lb_configs import upload_answering_lb
 from tests.support.netns_lab import NetnsLab
 
 pytestmark = pytest.mark.netns
@@ -30,9 +29,7 @@ PORT = 8080
 
 
 def ip6_json(namespace: str, *args: str) -> list[dict]:
-    out = subprocess.run(["ip", "-n", namespace, "-6", "-j", *args], check=True,
-                         capture_output=True, text=True).stdout.strip()
-    return json.loads(out) if out else []
+    return ip_json(namespace, "-6", *args)
 
 
 def global_addresses6(namespace: str, ifname: str) -> set[str]:
@@ -41,11 +38,9 @@ def global_addresses6(namespace: str, ifname: str) -> set[str]:
             for a in link["addr_info"] if a.get("scope") == "global"}
 
 
-def serve(agent, bind: str, answer: str) -> None:
-    lb_id, listener_id = str(uuid.uuid4()), str(uuid.uuid4())
-    agent.client.upload_config(lb_id, vrrp.haproxy_config(
-        agent.base_path, lb_id, listener_id, answer, bind=bind))
-    agent.client.start(lb_id)
+def serve(agent, host: str, answer: str) -> None:
+    """A load balancer answering answer on host:PORT (an IPv6 host in brackets), started."""
+    agent.client.start(upload_answering_lb(agent, host, PORT, answer).lb_id)
 
 
 def get(lab: NetnsLab, client: str, host: str) -> str:
@@ -67,7 +62,7 @@ def test_an_ipv6_vip_is_plugged_routed_and_served(agent_factory, lab):
     assert {"default", SUBNET6} <= table1
     assert agent.client.get_interface(VIP6) == "eth1"
 
-    serve(agent, f"[{VIP6}]:{PORT}", "v6")
+    serve(agent, f"[{VIP6}]", "v6")
     client = lab.add_client(f"{CLIENT6}/64")
     assert get(lab, client, f"[{VIP6}]") == "v6"
 
@@ -86,8 +81,8 @@ def test_dual_stack_vips_each_serve_their_family(agent_factory, lab):
     rules6 = [r for r in ip6_json(namespace, "rule", "show") if r.get("src") == VIP6]
     assert [r["table"] for r in rules6] == ["1"]
     # One load balancer per family, as Octavia renders a listener per VIP address family.
-    serve(agent, f"{VIP4}:{PORT}", "dual")
-    serve(agent, f"[{VIP6}]:{PORT}", "dual6")
+    serve(agent, VIP4, "dual")
+    serve(agent, f"[{VIP6}]", "dual6")
     client4 = lab.add_client(f"{CLIENT4}/24")
     client6 = lab.add_client(f"{CLIENT6}/64")
     assert get(lab, client4, VIP4) == "dual"
@@ -100,7 +95,7 @@ def test_the_sriov_firewall_filters_ipv6_sources(agent_factory, lab):
     agent.client.plug_vip(VIP6, {"subnet_cidr": SUBNET6, "gateway": GATEWAY6,
                                  "mac_address": lab.hot_plug().mac, "vrrp_ip": VRRP_IP6,
                                  "is_sriov": True})
-    serve(agent, f"[{VIP6}]:{PORT}", "v6")
+    serve(agent, f"[{VIP6}]", "v6")
     allowed, other = lab.add_client(f"{CLIENT6}/64"), lab.add_client(f"{OTHER_CLIENT6}/64")
     agent.client.set_interface_rules(VRRP_IP6, [{"protocol": "TCP", "cidr": f"{CLIENT6}/128",
                                                  "port": PORT}])

@@ -12,34 +12,17 @@ data-plane namespace with `ip`, GET /1.0/listeners and /1.0/details, the agent's
 from __future__ import annotations
 
 import json
-import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from amphora_agent.desired_state import DesiredState
-from tests.agent import test_vrrp as vrrp
-from tests.agent.test_plug import MEMBER_IP, MEMBER_SUBNET, VIP, ip_json, net_info
-from tests.support.netns_lab import NetnsLab, Port, ip
-
-CLIENT = "198.19.200.50/24"
-VRRP_TIMEOUT_S = 40.0
-
-
-@dataclass(frozen=True)
-class Lb:
-    lb_id: str
-    listener_id: str
-    port: int
-
-
-def upload(agent, vip: str, port: int, answer: str) -> Lb:
-    lb = Lb(str(uuid.uuid4()), str(uuid.uuid4()), port)
-    agent.client.upload_config(lb.lb_id, vrrp.haproxy_config(
-        agent.base_path, lb.lb_id, lb.listener_id, answer, bind=f"{vip}:{port}"))
-    return lb
+from tests.support import vrrp_pair as pair
+from tests.support.amphora_reboot import reboot
+from tests.support.dataplane import ip_json
+from tests.support.lb_configs import answering_haproxy_config, upload_answering_lb
+from tests.support.vip_answers import wait_for_answer
+from tests.support.vip_network import CLIENT, MEMBER_IP, MEMBER_SUBNET, VIP, net_info
 
 
 def data_plane(namespace: str) -> dict:
@@ -55,18 +38,6 @@ def data_plane(namespace: str) -> dict:
                     if route.get("table") != "local")
     rules = sorted(json.dumps(rule, sort_keys=True) for rule in ip_json(namespace, "rule"))
     return {"links": links, "addresses": addresses, "routes": routes, "rules": rules}
-
-
-def reboot(agent, lab: NetnsLab, namespace: str, ports: list[Port]) -> list[Port]:
-    """Take the amphora down as a crash does and boot it: returns the ports as they came back
-    (the same MACs on new veths), after the agent answered again."""
-    agent.kill_everything()
-    ip("netns", "del", namespace)  # the namespace's veth ends go with it
-    back = [lab.hot_plug(mac=port.mac) for port in ports]
-    for port in back:
-        ip("link", "set", port.name, "up")
-    agent.start()
-    return back
 
 
 def restore_lines(agent) -> list[str]:
@@ -88,16 +59,16 @@ def test_reboot_brings_back_ports_and_the_load_balancers_that_were_running(agent
     agent.client.plug_network({"mac_address": member_port.mac, "mtu": 1480, "fixed_ips": [
         {"ip_address": MEMBER_IP, "subnet_cidr": MEMBER_SUBNET,
          "host_routes": [{"destination": "10.99.0.0/16", "nexthop": "198.19.201.1"}]}]})
-    running = upload(agent, VIP, 8080, "running")
-    stopped = upload(agent, VIP, 8081, "stopped")
-    deleted = upload(agent, VIP, 8082, "deleted")
+    running = upload_answering_lb(agent, VIP, 8080, "running")
+    stopped = upload_answering_lb(agent, VIP, 8081, "stopped")
+    deleted = upload_answering_lb(agent, VIP, 8082, "deleted")
     for lb in (running, stopped, deleted):
         agent.client.start(lb.lb_id)
     agent.client.stop(stopped.lb_id)
     agent.client.delete_lb(deleted.lb_id)
     # Uploaded again under the same id but not started: a deleted load balancer's wish to run
     # must not survive its deletion.
-    agent.client.upload_config(deleted.lb_id, vrrp.haproxy_config(
+    agent.client.upload_config(deleted.lb_id, answering_haproxy_config(
         agent.base_path, deleted.lb_id, deleted.listener_id, "deleted",
         bind=f"{VIP}:{deleted.port}"))
     client = lab.add_client(CLIENT)
@@ -138,7 +109,7 @@ def test_a_port_gone_during_the_reboot_is_logged_and_the_agent_serves(agent_fact
     agent = agent_factory(network_namespace=namespace, topology="SINGLE")
     port = lab.hot_plug()
     agent.client.plug_vip(VIP, net_info(port.mac))
-    lb = upload(agent, VIP, 8080, "running")
+    lb = upload_answering_lb(agent, VIP, 8080, "running")
     agent.client.start(lb.lb_id)
 
     reboot(agent, lab, namespace, [])  # the cloud did not give the port back
@@ -160,15 +131,15 @@ def test_reboot_starts_keepalived_again(agent_factory, lab):
     namespace = lab.namespace("amp")
     agent = agent_factory(network_namespace=namespace, topology="ACTIVE_STANDBY")
     port = lab.hot_plug()
-    agent.client.plug_vip(vrrp.VIP, {"subnet_cidr": vrrp.SUBNET, "gateway": vrrp.GATEWAY,
-                                     "mac_address": port.mac, "vrrp_ip": vrrp.VRRP_IPS[0]})
-    lb = upload(agent, vrrp.VIP, 8080, "pair")
+    agent.client.plug_vip(pair.VIP, {"subnet_cidr": pair.SUBNET, "gateway": pair.GATEWAY,
+                                     "mac_address": port.mac, "vrrp_ip": pair.VRRP_IPS[0]})
+    lb = upload_answering_lb(agent, pair.VIP, 8080, "pair")
     agent.client.start(lb.lb_id)
-    agent.client.upload_vrrp_config(vrrp.keepalived_config(agent.base_path, vrrp.VRRP_IPS[0],
-                                                      vrrp.VRRP_IPS[1], priority=100))
+    agent.client.upload_vrrp_config(pair.keepalived_config(agent.base_path, pair.VRRP_IPS[0],
+                                                           pair.VRRP_IPS[1], priority=100))
     agent.client.vrrp_action("start")
-    client = lab.add_client(vrrp.CLIENT)
-    url = f"http://{vrrp.VIP}:8080/"
+    client = lab.add_client(pair.CLIENT)
+    url = f"http://{pair.VIP}:8080/"
     assert wait_for_answer(lab, client, url) == "pair"
     pid_file = agent.base_path / "vrrp" / "octavia-keepalived.pid"
     keepalived_before = pid_file.read_text()
@@ -182,17 +153,6 @@ def test_reboot_starts_keepalived_again(agent_factory, lab):
     assert wait_for_answer(lab, client, url) == "pair"
     details = agent.client.get_details()
     assert (details["topology_status"], details["active"]) == ("OK", True)
-
-
-def wait_for_answer(lab: NetnsLab, client: str, url: str) -> str:
-    """The first answer to GET url that is not an error, within VRRP_TIMEOUT_S (keepalived takes
-    the VIP after its master-down interval)."""
-    deadline = time.monotonic() + VRRP_TIMEOUT_S
-    answer = lab.http_get(client, url)
-    while answer.startswith("error") and time.monotonic() < deadline:
-        time.sleep(0.5)
-        answer = lab.http_get(client, url)
-    return answer
 
 
 # --- the record itself ------------------------------------------------------------------------

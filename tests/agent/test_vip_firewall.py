@@ -12,9 +12,12 @@ import subprocess
 import pytest
 
 from amphora_agent.vip_firewall import RulesError, parse_rules, render_ruleset
-from tests.agent.test_plug import VIP, VRRP_IP, expect_error, net_info
-from tests.agent.test_reboot import reboot, upload, wait_for_answer
+from tests.support.amphora_reboot import reboot
+from tests.support.api_errors import expect_error
+from tests.support.lb_configs import upload_answering_lb
 from tests.support.netns_lab import NetnsLab
+from tests.support.vip_answers import wait_for_answer
+from tests.support.vip_network import VIP, VRRP_IP, net_info
 
 CLIENT_IP = "198.19.200.50"
 OTHER_CLIENT_IP = "198.19.200.51"
@@ -102,7 +105,7 @@ def sriov_amphora(agent_factory, lab: NetnsLab):
     agent = agent_factory(network_namespace=namespace, topology="SINGLE")
     port = lab.hot_plug()
     agent.client.plug_vip(VIP, net_info(port.mac, is_sriov=True))
-    lb = upload(agent, VIP, LISTENER_PORT, "served")
+    lb = upload_answering_lb(agent, VIP, LISTENER_PORT, "served")
     agent.client.start(lb.lb_id)
     clients = {address: lab.add_client(f"{address}/24") for address in (CLIENT_IP,
                                                                         OTHER_CLIENT_IP)}
@@ -167,7 +170,7 @@ def test_rules_for_an_address_no_interface_holds_are_404(sriov_amphora):
 def test_a_port_plugged_without_sriov_is_not_filtered(agent_factory, lab):
     agent = agent_factory(network_namespace=lab.namespace("amp"), topology="SINGLE")
     agent.client.plug_vip(VIP, net_info(lab.hot_plug().mac, is_sriov=False))
-    lb = upload(agent, VIP, LISTENER_PORT, "served")
+    lb = upload_answering_lb(agent, VIP, LISTENER_PORT, "served")
     agent.client.start(lb.lb_id)
     client = lab.add_client(f"{CLIENT_IP}/24")
     assert not rules_file(agent).exists()

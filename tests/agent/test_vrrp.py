@@ -15,97 +15,30 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 import pytest
 
 from amphora_agent.processes import alive
-from harness.amphora_api.client import AmphoraAPIError
 from harness.observe.heartbeats import HeartbeatReceiver
-from tests.agent.test_plug import addresses
+from tests.support.api_errors import expect_error
+from tests.support.dataplane import ipv4_addresses
+from tests.support.lb_configs import answering_haproxy_config
 from tests.support.netns_lab import NetnsLab
+from tests.support.vrrp_pair import (
+    CLIENT,
+    GATEWAY,
+    SUBNET,
+    VIP,
+    VRRP_ID,
+    VRRP_IPS,
+    keepalived_config,
+)
 
 pytestmark = pytest.mark.netns
 
-SUBNET = "198.19.210.0/24"
-GATEWAY = "198.19.210.1"
-VIP = "198.19.210.10"
-VRRP_IPS = ("198.19.210.11", "198.19.210.12")
-CLIENT = "198.19.210.50/24"
 LISTEN_PORT = 8080
 FAILOVER_TIMEOUT_S = 40.0
-VRRP_ID = 61
-
-
-def keepalived_config(base_path: Path, own_ip: str, peer_ip: str, priority: int) -> str:
-    """keepalived.conf in the shape Octavia's driver renders (its values, our text)."""
-    return f"""vrrp_script check_script {{
-    script {base_path}/vrrp/check_script.sh
-    interval 1
-    fall 2
-    rise 2
-}}
-
-vrrp_instance {VRRP_ID}_pair {{
-    interface eth1
-    virtual_router_id {VRRP_ID}
-    priority {priority}
-    nopreempt
-    accept
-    garp_master_refresh 5
-    garp_master_refresh_repeat 2
-    advert_int 1
-    authentication {{
-        auth_type PASS
-        auth_pass pairpass
-    }}
-
-    unicast_src_ip {own_ip}
-    unicast_peer {{
-        {peer_ip}
-    }}
-
-    virtual_ipaddress {{
-        {VIP}
-    }}
-
-    virtual_ipaddress_excluded {{
-    }}
-
-    virtual_routes {{
-        {SUBNET} dev eth1 src {VIP} scope link table 1
-        default via {GATEWAY} dev eth1 onlink table 1
-    }}
-
-    virtual_rules {{
-        from {VIP}/32 table 1 priority 100
-    }}
-
-    track_script {{
-        check_script
-    }}
-}}
-"""
-
-
-def haproxy_config(base_path: Path, lb_id: str, listener_id: str, name: str,
-                   bind: str = f"{VIP}:{LISTEN_PORT}") -> str:
-    """A listener on bind (the VIP) that answers with name (no member needed)."""
-    return f"""global
-    daemon
-    stats socket {base_path}/{lb_id}.sock mode 0666 level user
-
-defaults
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-frontend {listener_id}
-    bind {bind}
-    mode http
-    http-request return status 200 content-type text/plain string "{name}"
-"""
 
 
 @dataclass
@@ -115,7 +48,7 @@ class Amphora:
     namespace: str
 
     def holds_vip(self) -> bool:
-        return f"{VIP}/32" in addresses(self.namespace, "eth1")
+        return f"{VIP}/32" in ipv4_addresses(self.namespace, "eth1")
 
     def keepalived_pid(self) -> int:
         pid_file = self.agent.base_path / "vrrp" / "octavia-keepalived.pid"
@@ -165,8 +98,8 @@ def pair(agent_factory, lab) -> Pair:
         agent.client.plug_vip(VIP, {"subnet_cidr": SUBNET, "gateway": GATEWAY,
                                     "mac_address": port.mac, "vrrp_ip": VRRP_IPS[index],
                                     "mtu": 1500, "host_routes": []})
-        agent.client.upload_config(lb_id, haproxy_config(agent.base_path, lb_id, listener_id,
-                                                         name))
+        agent.client.upload_config(lb_id, answering_haproxy_config(
+            agent.base_path, lb_id, listener_id, name, bind=f"{VIP}:{LISTEN_PORT}"))
         agent.client.start(lb_id)
         amphorae.append(Amphora(name, agent, namespace))
     for index, amphora in enumerate(amphorae):
@@ -253,13 +186,6 @@ def test_stop_releases_the_vip(pair):
 # --- errors ------------------------------------------------------------------------------------
 
 
-def expect_error(status: int, message: str, call, *args) -> AmphoraAPIError:
-    with pytest.raises(AmphoraAPIError) as caught:
-        call(*args)
-    assert (caught.value.status, caught.value.message) == (status, message), caught.value.details
-    return caught.value
-
-
 @pytest.fixture
 def plugged_agent(agent_factory, lab):
     agent = agent_factory(network_namespace=lab.namespace("amp"), topology="ACTIVE_STANDBY")
@@ -281,7 +207,8 @@ def test_start_without_a_config_is_500(plugged_agent):
 @pytest.mark.parametrize(
     "mangle",
     [
-        pytest.param(lambda text: text.replace("virtual_router_id 61", "virtual_router_id 300"),
+        pytest.param(lambda text: text.replace(f"virtual_router_id {VRRP_ID}",
+                                               "virtual_router_id 300"),
                      id="vrid-out-of-range"),
         pytest.param(lambda text: text.replace("interface eth1", "interface eth7"),
                      id="no-such-interface"),

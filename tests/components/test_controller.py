@@ -31,26 +31,16 @@ from harness.model.loadbalancer import (
     ModelError,
     Pool,
 )
-from harness.render.amphora_configs import AmphoraPaths
+from tests.support.local_agent import free_loopback_port
 
 LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-def paths_of(agent) -> AmphoraPaths:
-    return AmphoraPaths(base_path=str(agent.base_path), base_cert_dir=str(agent.cert_dir))
 
 
 def http_listener(backend_port: int, protocol: ListenerProtocol = ListenerProtocol.HTTP,
                   **options) -> Listener:
     pool = Pool(members=[Member(address=LOOPBACK, port=backend_port)])
-    return Listener(protocol=protocol, port=free_port(), pools=[pool], default_pool_id=pool.id,
-                    **options)
+    return Listener(protocol=protocol, port=free_loopback_port(), pools=[pool],
+                    default_pool_id=pool.id, **options)
 
 
 def get(port: int) -> requests.Response:
@@ -69,7 +59,7 @@ def refused(port: int) -> bool:
 def single(agent_factory, http_backend):
     agent = agent_factory()
     lb = LoadBalancer(vip_address=LOOPBACK, listeners=[http_listener(http_backend.port)])
-    controller = LoadBalancerController(lb, [agent.client], paths=paths_of(agent))
+    controller = LoadBalancerController(lb, [agent.client], paths=agent.amphora_paths())
     return agent, lb, controller
 
 
@@ -157,7 +147,7 @@ def test_tls_certificates_are_uploaded_served_by_sni_rotated_and_deleted(
     listener = http_listener(http_backend.port, protocol=ListenerProtocol.TERMINATED_HTTPS,
                              certificate=default, sni_certificates=[site_a])
     lb = LoadBalancer(vip_address=LOOPBACK, listeners=[listener])
-    controller = LoadBalancerController(lb, [agent.client], paths=paths_of(agent))
+    controller = LoadBalancerController(lb, [agent.client], paths=agent.amphora_paths())
     controller.create()
 
     for cert in (default, site_a):
@@ -196,7 +186,7 @@ def test_two_load_balancers_on_one_amphora_are_independent(agent_factory, http_b
     controllers = []
     for _ in range(2):
         lb = LoadBalancer(vip_address=LOOPBACK, listeners=[http_listener(http_backend.port)])
-        controllers.append(LoadBalancerController(lb, [agent.client], paths=paths_of(agent)))
+        controllers.append(LoadBalancerController(lb, [agent.client], paths=agent.amphora_paths()))
         controllers[-1].create()
     first, second = controllers
     first.delete()

@@ -19,7 +19,8 @@ import requests
 from harness.amphora_api.pki import LabPKI
 from harness.drivers import octavia_driver
 from harness.drivers.octavia_driver import DriverSettings, OctaviaDriver
-from tests.components import test_controller_pair as pair
+from tests.support import vrrp_pair as pair
+from tests.support.vip_answers import settled_master
 
 LOOPBACK = "127.0.0.1"
 # Octavia renders an unlimited listener as maxconn 50000, for which haproxy wants about 125,000
@@ -137,14 +138,8 @@ def test_octavias_driver_updates_the_agent_config(driver, agent):
 # --- an active/standby pair in namespaces, plugged and run by Octavia's driver -------------
 
 
-@pytest.fixture
-def member(lab):
-    with lab.member_server(pair.MEMBER, pair.MEMBER_PORT, "m1") as member_id:
-        yield member_id
-
-
 @pytest.mark.netns
-@pytest.mark.usefixtures("member")
+@pytest.mark.usefixtures("pair_member")
 def test_octavias_driver_builds_an_active_standby_pair(octavia_python, agent_factory, pki,
                                                        lab, free_port):
     api_port = free_port()
@@ -155,7 +150,7 @@ def test_octavias_driver_builds_an_active_standby_pair(octavia_python, agent_fac
     listener_port = 8080
     spec = {
         "id": str(uuid.uuid4()), "vip": pair.VIP, "topology": "ACTIVE_STANDBY", "vrrp_id": 71,
-        "vip_subnet": {"cidr": pair.SUBNET.cidr, "gateway_ip": pair.SUBNET.gateway},
+        "vip_subnet": {"cidr": pair.SUBNET, "gateway_ip": pair.GATEWAY},
         "amphorae": [{"id": agent.amphora_id, "lb_network_ip": agent.host,
                       "vrrp_ip": pair.VRRP_IPS[n], "role": role, "vrrp_priority": priority}
                      for n, (agent, role, priority)
@@ -181,8 +176,8 @@ def test_octavias_driver_builds_an_active_standby_pair(octavia_python, agent_fac
             probe.configure(settings_for(agent, pki))
             probe.call("start_vrrp_service", amphora=index)
 
-    client = lab.add_client(f"{pair.CLIENT}/24")
-    master = pair.settled_master(lab, client, agents, listener_port)
+    client = lab.add_client(pair.CLIENT)
+    master = settled_master(client, agents, pair.VIP, listener_port)
     backup = next(agent for agent in agents if agent is not master)
     for agent in agents:
         details = agent.client.get_details()
@@ -194,4 +189,4 @@ def test_octavias_driver_builds_an_active_standby_pair(octavia_python, agent_fac
         (master.base_path / spec["id"] / f"{spec['id']}.pid").read_text().split()[0]))
     for process in [haproxy, *haproxy.children()]:
         process.kill()
-    assert pair.settled_master(lab, client, agents, listener_port, not_this=master) is backup
+    assert settled_master(client, agents, pair.VIP, listener_port, not_this=master) is backup

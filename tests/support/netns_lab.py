@@ -1,6 +1,14 @@
-"""Test-made networks on this host: a "VIP network" bridge in its own namespace, ports a cloud
+"""The tests' light lab: networks made for one test in network namespaces of this host, with
+no container engine and no images. A "VIP network" bridge in its own namespace, ports a cloud
 would hot-plug (veth pairs whose amphora end sits in the default namespace with a known MAC),
-and client namespaces on the same bridge.
+client namespaces on the same bridge, and probes that run in them. Agents run beside it as
+processes (tests/support/local_agent.py) and make their data-plane namespaces themselves.
+
+The harness's Lab (harness.lab.lab) is the full one the scenario suites use: whole amphorae
+(init, agent, haproxy, keepalived), members and clients as nodes of a provider (containers, or
+network namespaces of their own with the netns provider), on lab networks, with a controller.
+This one only gives a test a network to plug an agent into; tests/conftest.py hands it out as
+the `lab` fixture.
 
 Every name starts with amphora-harness- (namespaces) or ah<lab id> (links, whose names are
 limited to 15 bytes), and close() removes all of it, whatever state a failed test left.

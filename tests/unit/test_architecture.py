@@ -52,10 +52,13 @@ class Import:
         return f"{self.file}:{self.line} imports {self.imported}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SourceTree:
     modules: frozenset[str]
     imports: tuple[Import, ...]  # only those of modules of the checked packages
+
+    def __repr__(self) -> str:  # short in a failure's traceback
+        return f"SourceTree({len(self.modules)} modules, {len(self.imports)} imports)"
 
     def graph(self) -> dict[str, list[str]]:
         """Module -> the modules of the tree it imports."""

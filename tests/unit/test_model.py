@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from harness.amphora_api.pki import CertificateAuthority
 from harness.model.loadbalancer import (
     Algorithm,
     HealthMonitor,
@@ -21,17 +20,7 @@ from harness.model.loadbalancer import (
     SessionPersistence,
 )
 from harness.model.yaml_loader import LB_FIXTURES_DIR, lb_fixture, load_lb
-
-ADDRESSES = {"vip": "198.18.1.10", "m1": "198.18.2.11", "m2": "198.18.2.12", "m3": "198.18.2.13"}
-
-
-@pytest.fixture(scope="module")
-def pems() -> dict[str, bytes]:
-    ca = CertificateAuthority()
-    return {
-        name: ca.issue(f"{name}.example.com", dns_names=(f"{name}.example.com",)).bundle
-        for name in ("default", "site-a", "site-b")
-    }
+from tests.support.lb_fixtures import ADDRESSES
 
 
 def http_lb(**listener_options) -> LoadBalancer:

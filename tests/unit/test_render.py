@@ -32,23 +32,14 @@ from harness.render.amphora_configs import (
     render_haproxy,
     render_keepalived,
 )
+from tests.support.lb_fixtures import ADDRESSES
 
-ADDRESSES = {"vip": "198.18.1.10", "m1": "198.18.2.11", "m2": "198.18.2.12", "m3": "198.18.2.13"}
 AMPHORA_ID = "6f1c8a52-3a57-4c7e-9a55-0d4f3f0e2b11"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 # keepalived -t exits 6 when script_security is off (Octavia's keepalived.conf runs its check
 # script that way too), whatever else it found.
 KEEPALIVED_ONLY_SCRIPT_SECURITY = 6
-
-
-@pytest.fixture(scope="module")
-def pems() -> dict[str, bytes]:
-    ca = CertificateAuthority()
-    return {
-        name: ca.issue(f"{name}.example.com", dns_names=(f"{name}.example.com",)).bundle
-        for name in ("default", "site-a", "site-b")
-    }
 
 
 @pytest.fixture
