@@ -12,20 +12,20 @@ from pathlib import Path
 
 from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.controller import LoadBalancerController
-from harness.lab.shape import certificate_names
 from harness.lab.standing import StandingLab
 from harness.lab.standing_state import LoadBalancerRecord
 from harness.model.loadbalancer import LoadBalancer, Topology, VrrpGroup
-from harness.model.yaml_loader import load_lb
+from harness.model.yaml_loader import LbDefinition
 
 
 def push_lb(lab: StandingLab, source: Path) -> LoadBalancer:
     """Push the load balancer of a YAML file to the lab's load-balancer amphorae. TLS listeners
     get certificates for their symbolic names from a fresh tenant CA."""
+    definition = LbDefinition.read(source)
     tenant_ca = CertificateAuthority("amphora-harness tenant CA")
     certificates = {name: tenant_ca.issue(name, dns_names=(name,)).bundle
-                    for name in certificate_names(source)}
-    lb = load_lb(source, addresses=lab.addresses(), certificates=certificates)
+                    for name in definition.certificate_names}
+    lb = definition.load(addresses=lab.addresses(), certificates=certificates)
     lb.topology = Topology(lab.record.topology)
     previous = lab.record.load_balancer
     # A pair's VRRP password must not change between pushes, or the two keepalived would stop

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from harness.model.loadbalancer import AMPHORAE_PER_TOPOLOGY, ModelError, Topology
-from harness.model.yaml_loader import lb_fixture, load_lb
+from harness.model.yaml_loader import LbDefinition, lb_fixture
 from harness.paths import FIXTURES_DIR
 
 TOPOLOGIES_DIR = FIXTURES_DIR / "topologies"
@@ -67,27 +67,17 @@ def member_names(count: int) -> list[str]:
     return [f"m{n}" for n in range(1, count + 1)]
 
 
-def certificate_names(lb_file: Path) -> list[str]:
-    """The symbolic certificate names a load-balancer file refers to (default, SNI)."""
-    data = _yaml(lb_file)
-    names: list[str] = []
-    for listener in (data.get("listeners") or []) if isinstance(data, dict) else []:
-        if not isinstance(listener, dict):
-            continue
-        wanted = [listener.get("certificate"), *(listener.get("sni_certificates") or [])]
-        names += [n for n in wanted if isinstance(n, str) and n not in names]
-    return names
-
-
 def check_lb_file(path: Path, members: int) -> None:
     """Load the file with placeholder addresses, so a bad key or a member the lab will not have
     is reported now (ModelError names the field)."""
     placeholders = {"vip": "192.0.2.1"} | {
         name: f"192.0.2.{n}" for n, name in enumerate(member_names(members), start=10)}
-    certificates = dict.fromkeys(certificate_names(path), b"-----BEGIN placeholder-----")
     try:
-        load_lb(path, addresses=placeholders, certificates=certificates)
-    except ModelError as exc:
+        definition = LbDefinition.read(path)
+        certificates = dict.fromkeys(definition.certificate_names,
+                                     b"-----BEGIN placeholder-----")
+        definition.load(addresses=placeholders, certificates=certificates)
+    except (OSError, ModelError) as exc:
         raise TopologyError(f"{path}: {exc}") from None
 
 

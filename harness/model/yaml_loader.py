@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,41 @@ def _lookup(pool_ids: Mapping[str, str], name: Any, where: str) -> str:
     return pool_ids[name]
 
 
+@dataclass(frozen=True)
+class LbDefinition:
+    """A load-balancer definition, read and parsed once: the certificates it names (a caller
+    issues those before loading) and the load balancer it describes. Loading leaves `data` as
+    it is (the loader copies each mapping before taking it apart), so one definition loads any
+    number of times."""
+
+    data: Any
+
+    @classmethod
+    def read(cls, source: Path | str) -> LbDefinition:
+        """From a YAML file (a Path) or YAML text (a str); ModelError if it is not YAML."""
+        text = source.read_text() if isinstance(source, Path) else source
+        try:
+            return cls(yaml.safe_load(text))
+        except yaml.YAMLError as exc:
+            raise ModelError("yaml", str(exc)) from None
+
+    @property
+    def certificate_names(self) -> list[str]:
+        """The symbolic certificate names its listeners refer to (default, SNI), in order."""
+        listeners = self.data.get("listeners") if isinstance(self.data, dict) else None
+        names: list[str] = []
+        for listener in listeners if isinstance(listeners, list) else []:
+            if not isinstance(listener, dict):
+                continue
+            wanted = [listener.get("certificate"), *(listener.get("sni_certificates") or [])]
+            names += [n for n in wanted if isinstance(n, str) and n not in names]
+        return names
+
+    def load(self, *, addresses: Mapping[str, str] | None = None,
+             certificates: Mapping[str, bytes] | None = None) -> LoadBalancer:
+        return _Loader(addresses or {}, certificates or {}).load_balancer(self.data)
+
+
 def load_lb(
     source: Path | str,
     *,
@@ -206,9 +241,4 @@ def load_lb(
     certificates: Mapping[str, bytes] | None = None,
 ) -> LoadBalancer:
     """Load a load balancer from a YAML file (a Path) or YAML text (a str)."""
-    text = source.read_text() if isinstance(source, Path) else source
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ModelError("yaml", str(exc)) from None
-    return _Loader(addresses or {}, certificates or {}).load_balancer(data)
+    return LbDefinition.read(source).load(addresses=addresses, certificates=certificates)

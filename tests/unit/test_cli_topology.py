@@ -15,7 +15,6 @@ from harness.lab.providers.docker import DockerProvider
 from harness.lab.shape import (
     TOPOLOGIES_DIR,
     TopologyError,
-    certificate_names,
     load_topology,
     resolve_lb,
     with_overrides,
@@ -35,6 +34,7 @@ from harness.lab.standing_state import (
     load_record,
 )
 from harness.model.loadbalancer import Topology
+from harness.model.yaml_loader import LbDefinition
 
 
 @pytest.fixture(autouse=True)
@@ -86,8 +86,9 @@ def test_a_topology_names_its_lb_by_a_path_relative_to_itself(tmp_path: Path) ->
 
 
 def test_certificate_names_of_an_lb_file() -> None:
-    assert certificate_names(resolve_lb("https-sni")) == ["default", "site-a", "site-b"]
-    assert certificate_names(resolve_lb("http")) == []
+    assert LbDefinition.read(resolve_lb("https-sni")).certificate_names == [
+        "default", "site-a", "site-b"]
+    assert LbDefinition.read(resolve_lb("http")).certificate_names == []
 
 
 # --- standing labs ------------------------------------------------------------------------------
