@@ -1,23 +1,22 @@
-"""The amphora-harness command without an engine: argument handling, one-line errors, the suite
-results table from JUnit reports, and traffic summaries."""
+"""The amphora-harness command without an engine: argument handling (--provider anywhere and from
+the environment, --version), one-line errors, the suite results table from JUnit reports, and
+traffic summaries."""
 
 from __future__ import annotations
 
+import argparse
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from harness.cli import main as cli
-from harness.cli.main import (
-    error_line,
-    failure_lines,
-    main,
-    parse_args,
-    parse_junit,
-    suites_table,
-    summarize_timeline,
-)
+from harness.cli import console
+from harness.cli import lab as lab_commands
+from harness.cli.arguments import PROVIDER_ENV
+from harness.cli.main import build_parser, error_line, main, parse_args
+from harness.cli.push import summarize_timeline
+from harness.cli.suites import failure_lines, parse_junit, suites_table
 from harness.lab.standing_state import STATE_DIR_ENV
 from harness.observe.traffic import Sample
 
@@ -40,7 +39,8 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty state directory: no lab is up as far as these tests know."""
     directory = tmp_path / "state"
     monkeypatch.setenv(STATE_DIR_ENV, str(directory))
-    monkeypatch.setattr(cli, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.delenv(PROVIDER_ENV, raising=False)
+    monkeypatch.setattr(console, "RESULTS_DIR", tmp_path / "results")
     return directory
 
 
@@ -75,6 +75,85 @@ def test_commands_and_their_options_parse() -> None:
         parse_args(["up", "--members", "-1"])
 
 
+# The shortest valid command line of every command (its required arguments only).
+EVERY_COMMAND = {
+    "images": ["images", "build"], "up": ["up"], "status": ["status"], "shell": ["shell", "0"],
+    "logs": ["logs", "0"], "down": ["down"], "gc": ["gc"], "push": ["push", "http"],
+    "traffic": ["traffic"], "fault": ["fault", "kill"], "heal": ["heal"], "run": ["run"],
+    "bench": ["bench"],
+}
+
+
+def test_every_command_is_listed_here() -> None:
+    commands = next(action for action in build_parser()._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    assert set(commands.choices) == set(EVERY_COMMAND)
+
+
+@pytest.mark.parametrize("command", sorted(EVERY_COMMAND))
+def test_provider_goes_before_or_after_any_command(command: str) -> None:
+    argv = EVERY_COMMAND[command]
+    assert parse_args(argv).provider == "docker"
+    assert parse_args(["--provider", "netns", *argv]).provider == "netns"
+    assert parse_args([*argv, "--provider", "netns"]).provider == "netns"
+    # Given twice, the later counts (as for any option given twice).
+    assert parse_args(["--provider", "docker", *argv, "--provider", "netns"]).provider == "netns"
+    assert parse_args(["--provider", "netns", *argv, "--provider", "docker"]).provider == "docker"
+
+
+def test_provider_inside_the_images_group() -> None:
+    assert parse_args(["images", "--provider", "netns", "build"]).provider == "netns"
+    assert parse_args(["images", "build", "amphora", "--provider", "netns"]).provider == "netns"
+
+
+def test_provider_from_the_environment_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PROVIDER_ENV, "netns")
+    assert parse_args(["status"]).provider == "netns"
+    assert parse_args(["status", "--provider", "docker"]).provider == "docker"
+    assert parse_args(["--provider", "docker", "status"]).provider == "docker"
+
+
+def test_an_unknown_provider_in_the_environment_is_a_usage_error(monkeypatch, capsys) -> None:
+    monkeypatch.setenv(PROVIDER_ENV, "qemu")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["status"])
+    assert exit_info.value.code == 2
+    assert f"{PROVIDER_ENV}='qemu' names no provider" in capsys.readouterr().err
+    # Given on the command line, the variable is not consulted.
+    assert parse_args(["status", "--provider", "docker"]).provider == "docker"
+
+
+def test_an_unknown_provider_option_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["status", "--provider", "qemu"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'qemu'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["gc", "--images", "--provider", "netns"],
+    ["--provider", "netns", "gc", "--images"],
+])
+def test_the_command_runs_on_the_provider_given_after_it(argv, capsys) -> None:
+    # gc --images refuses any provider but docker, whether netns can run here (root) or not:
+    # both messages name the provider the command was given.
+    assert main(argv) == 1
+    assert "the netns provider" in one_error_line(capsys)
+
+
+def test_the_command_runs_on_the_provider_of_the_environment(monkeypatch, capsys) -> None:
+    monkeypatch.setenv(PROVIDER_ENV, "netns")
+    assert main(["gc", "--images"]) == 1
+    assert "the netns provider" in one_error_line(capsys)
+
+
+def test_version_prints_the_installed_package_version(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"amphora-harness {version('amphora-harness')}\n"
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["status"], "no lab is up"),
     (["traffic"], "no lab is up"),
@@ -99,7 +178,7 @@ def test_an_unexpected_error_names_its_type_on_one_line(monkeypatch, capsys) -> 
     def broken(_args) -> None:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(cli, "status", broken)
+    monkeypatch.setattr(lab_commands, "status", broken)
     assert main(["status"]) == 1
     assert one_error_line(capsys) == "amphora-harness: ZeroDivisionError: division by zero"
 

@@ -1,0 +1,73 @@
+"""What every command shares from its arguments: --provider and the provider it names, --lab
+and the standing lab it names.
+
+The shared options sit in a parent parser given to the top-level parser and to every command's
+parser, so `amphora-harness --provider netns up` and `amphora-harness up --provider netns` mean
+the same (given both, the later wins). Their defaults are suppressed in the parsers, because a
+command's parser would otherwise overwrite a value given before the command with its default;
+fill_defaults puts them in after parsing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from harness.lab.providers import PROVIDERS, make_provider
+from harness.lab.providers.base import Provider
+from harness.lab.standing import StandingLab
+from harness.lab.standing_state import choose_lab
+
+PROVIDER_ENV = "AMPHORA_HARNESS_PROVIDER"
+DEFAULT_PROVIDER = "docker"
+
+
+def shared_options() -> argparse.ArgumentParser:
+    """The parent parser of the top-level parser and of every command's parser."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--provider", choices=PROVIDERS, default=argparse.SUPPRESS,
+        help=f"where labs run (default: ${PROVIDER_ENV}, else {DEFAULT_PROVIDER}); "
+        "commands on a lab from `up` use the provider it runs on")
+    return parser
+
+
+def add_command(commands: argparse._SubParsersAction, name: str,
+                **kwargs) -> argparse.ArgumentParser:
+    """A command's parser, with the shared options."""
+    return commands.add_parser(name, parents=[shared_options()], **kwargs)
+
+
+def fill_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The shared options' defaults, for those given neither before nor after the command."""
+    if "provider" not in args:
+        name = os.environ.get(PROVIDER_ENV) or DEFAULT_PROVIDER
+        if name not in PROVIDERS:
+            parser.error(f"{PROVIDER_ENV}={name!r} names no provider "
+                         f"(there are {', '.join(PROVIDERS)})")
+        args.provider = name
+
+
+def lab_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lab", metavar="ID", help="which lab (default: the only one up)")
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def provider_of(args: argparse.Namespace) -> Provider:
+    return make_provider(args.provider)
+
+
+@contextmanager
+def chosen_lab(args: argparse.Namespace) -> Iterator[StandingLab]:
+    """The standing lab --lab names (or the only one up), on the provider it runs on."""
+    record = choose_lab(args.lab)
+    with StandingLab(record, make_provider(record.provider)) as standing:
+        yield standing

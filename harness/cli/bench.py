@@ -1,0 +1,100 @@
+"""`amphora-harness bench`: the bench's metrics into results/bench/, a table, and a verdict
+against a baseline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from harness.cli import console
+from harness.cli.arguments import add_command, provider_of
+from harness.cli.console import CONSOLE, OUT, CommandError
+
+REGRESSION_EXIT = 3
+
+
+def bench(args: argparse.Namespace) -> None:
+    # Imported here: matplotlib and the bench's machinery cost every other command a second.
+    from harness.bench.plan import FULL, QUICK
+    from harness.bench.plots import plot_against_baseline, plot_latency
+    from harness.bench.results import (
+        compare,
+        comparisons_json,
+        read_results,
+        regressions,
+        write_results,
+    )
+    from harness.bench.run import Bench, bench_dir
+
+    if args.threshold <= 0:
+        raise CommandError("--threshold must be positive (0.25 = 25 %)")
+    baseline = read_results(args.baseline) if args.baseline else None  # fail before measuring
+    settings = QUICK if args.quick else FULL
+    out_dir = bench_dir(args.out, settings.mode)
+    with CONSOLE.status(f"bench ({settings.mode})") as spinner:
+        def say(text: str) -> None:
+            CONSOLE.log(text)
+            spinner.update(f"bench {settings.mode}: {text}")
+
+        runner = Bench(provider_of(args), settings, out_dir, say=say)
+        results = runner.run()
+    plots = [plot_latency(results, out_dir / "latency.png"), *runner.save_timelines()]
+    comparisons = []
+    if baseline is not None:
+        comparisons = compare(results, baseline, args.threshold)
+        results["baseline"] = comparisons_json(comparisons, args.baseline, args.threshold)
+        if comparisons:
+            plots.append(plot_against_baseline(comparisons, args.threshold,
+                                               out_dir / "against-baseline.png"))
+    results["plots"] = [p.name for p in plots]
+    path = write_results(out_dir / "results.json", results)
+    OUT.print(metrics_table(results, comparisons))
+    OUT.print(f"results: {path}")
+    worse = regressions(comparisons)
+    if worse:
+        CONSOLE.print(f"[red]regressed by more than {args.threshold:.0%}: "
+                      f"{', '.join(c.key for c in worse)}[/]")
+        raise SystemExit(REGRESSION_EXIT)
+
+
+def metrics_table(results: dict, comparisons: list) -> Table:
+    by_key = {c.key: c for c in comparisons}
+    table = Table(title=f"bench {results['mode']} ({results['duration_s']:.0f}s, "
+                        f"load average {results['host']['load_average_before'][0]:.1f})")
+    table.add_column("metric", no_wrap=True)
+    for column in ("median", "min..max", "n", "same-run ratio", "baseline"):
+        table.add_column(column, justify="right")
+    for key, entry in results["metrics"].items():
+        ratio = entry.get("ratio")
+        comparison = by_key.get(key)
+        verdict = ""
+        if comparison is not None:
+            colour = "red" if comparison.regressed and comparison.gated else "green"
+            verdict = f"[{colour}]x{comparison.change:.2f} {comparison.verdict}[/]"
+        table.add_row(
+            escape(key), f"{_number(entry['median'])} {entry['unit']}",
+            f"{_number(entry['min'])}..{_number(entry['max'])}", str(entry["n"]),
+            f"{ratio['median']:.2f}" if ratio else "", verdict)
+    return table
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    measure = add_command(
+        commands, "bench", help="measure the metrics into results/bench/",
+        description="Measure every metric of the design notes (each repeated: median and "
+        "spread) into results/bench/<time>/results.json, with PNG plots.")
+    measure.add_argument("--quick", action="store_true", help="a short run (for CI)")
+    measure.add_argument("--baseline", type=Path, metavar="FILE",
+                         help="compare with this results file; exit 3 on a regression")
+    measure.add_argument("--threshold", type=float, default=0.25,
+                         help="how much worse counts as a regression (default 0.25 = 25 %%)")
+    measure.add_argument("--out", type=Path, default=console.RESULTS_DIR / "bench",
+                         help="where result directories go (default results/bench)")
+    measure.set_defaults(func=bench)

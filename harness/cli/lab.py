@@ -1,0 +1,279 @@
+"""Standing labs: `amphora-harness up`, `status`, `shell`, `logs`, `down`, and `gc` for what
+runs that are gone left behind."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from rich.table import Table
+
+from harness.cli.arguments import (
+    add_command,
+    chosen_lab,
+    lab_option,
+    non_negative_int,
+    provider_of,
+)
+from harness.cli.console import CONSOLE, OUT, CommandError, step
+from harness.cli.push import push_and_wait
+from harness.lab.cleanup import collect_leftovers
+from harness.lab.constants import DATA_PLANE_NAMESPACE
+from harness.lab.host_tables import remove_lab_tables
+from harness.lab.images import ImageBuilder
+from harness.lab.lab import Lab
+from harness.lab.providers import make_provider
+from harness.lab.providers.base import Provider
+from harness.lab.providers.docker import DockerProvider
+from harness.lab.shape import DEFAULT_TOPOLOGY, load_topology, with_overrides
+from harness.lab.standing import StandingLab
+from harness.lab.standing_state import (
+    LabRecord,
+    choose_lab,
+    load_record,
+    record_lab,
+    recorded_lab_ids,
+    state_root,
+)
+from harness.observe.vip import answering_amphora
+
+
+def up(args: argparse.Namespace) -> None:
+    topology = with_overrides(
+        load_topology(args.topology), topology=args.arrangement, amphorae=args.amphorae,
+        members=args.members, load_balancer=args.lb, no_load_balancer=args.no_lb)
+    provider = provider_of(args)
+    images = {}
+    for name in ("amphora", "member"):
+        with step(f"image {name}"):
+            images[name] = provider.ensure_image(name)
+    lab = Lab(provider, amphora_image=images["amphora"], member_image=images["member"],
+              keep=True)
+    try:
+        with step(f"lab networks ({provider.name})"):
+            lab.up()
+        with step(f"{topology.amphorae} amphora(e), {topology.topology.value}"):
+            amphorae = lab.add_amphorae(topology.amphorae, topology=topology.topology.value)
+        with step(f"{topology.members} member(s)"):
+            lab.add_members(topology.members)
+        with step("ports: member network plugged, VIP port attached"):
+            vip = lab.allocate_vip()
+            for amphora in amphorae[: topology.lb_amphorae]:
+                lab.plug_member_network(amphora)
+                lab.attach_port(amphora, "vip")
+        record = record_lab(lab, provider_name=provider.name,
+                            topology=topology.topology.value,
+                            lb_amphorae=topology.lb_amphorae, vip=vip)
+        if topology.load_balancer is not None:
+            with StandingLab(record, provider) as standing:
+                push_and_wait(standing, topology.load_balancer)
+    except BaseException:
+        lab.keep = False  # a half-built lab is removed, state and all
+        lab.down()
+        forget_lab(lab.id)
+        raise
+    lab.down()  # keep=True: the clients close, everything stays up
+    OUT.print(f"lab [bold]{lab.id}[/] is up ({topology.name}: {topology.description or ''})")
+    _print_status(record, provider)
+
+
+def forget_lab(lab_id: str) -> None:
+    """Remove a lab's host-side leftovers: link-fault tables and its state record."""
+    remove_lab_tables(lab_id)
+    shutil.rmtree(state_root() / lab_id, ignore_errors=True)
+
+
+def status(args: argparse.Namespace) -> None:
+    if args.lab is None and len(recorded_lab_ids()) > 1:
+        for lab_id in recorded_lab_ids():
+            record = load_record(lab_id)
+            _print_status(record, make_provider(record.provider))
+        return
+    record = choose_lab(args.lab)
+    _print_status(record, make_provider(record.provider))
+
+
+def _print_status(record: LabRecord, provider: Provider) -> None:
+    with StandingLab(record, provider) as lab:
+        url = lab.vip_url()
+        answering = answering_amphora(url, lab.amphorae) if url else None
+        table = Table(title=f"lab {record.lab_id} — {record.topology}, VIP {record.vip}")
+        for column in ("#", "node", "id", "address", "engine", "agent / service"):
+            table.add_column(column)
+        for n, amphora in enumerate(lab.amphorae):
+            running = provider.is_running(amphora.node)
+            table.add_row(str(n), _short(amphora.name, record), amphora.id[:8],
+                          str(amphora.mgmt_address),
+                          "running" if running else "[red]stopped[/]",
+                          _agent_summary(amphora, running, amphora is answering,
+                                         n < record.lb_amphorae))
+        for n, member in enumerate(lab.members, start=1):
+            running = provider.is_running(member.node)
+            table.add_row(f"m{n}", _short(member.name, record), member.id[:8], str(member.address),
+                          "running" if running else "[red]stopped[/]", "member")
+        OUT.print(table)
+        lb = record.load_balancer
+        if lb is None:
+            OUT.print("no load balancer pushed (`amphora-harness push LB-FILE`)")
+        else:
+            urls = ", ".join(lb.url(record.vip, item["port"]) for item in lb.listeners)
+            OUT.print(f"load balancer {lb.id[:8]} from {Path(lb.source).name}: {urls}")
+        for fault in record.faults:
+            OUT.print(f"[yellow]active fault[/]: {fault.kind} on "
+                      f"{', '.join(t[:8] for t in fault.targets)} (`amphora-harness heal`)")
+
+
+def _short(node_name: str, record: LabRecord) -> str:
+    return node_name.removeprefix(f"amphora-harness-{record.lab_id}-")
+
+
+def _agent_summary(amphora, running: bool, answering: bool, carries_lb: bool) -> str:
+    if not running:
+        return "-"
+    try:
+        details = amphora.client.get_details()
+    except Exception as exc:  # status reports what it sees, whatever the agent does
+        return f"[red]agent not answering[/] ({type(exc).__name__})"
+    listeners = ", ".join(sorted({item["status"] for item in amphora.client.get_listeners()}))
+    parts = [f"haproxy {details.get('haproxy_version')}",
+             f"listeners {listeners or 'none'}"]
+    if details.get("topology") == "ACTIVE_STANDBY":
+        parts.append("VRRP MASTER" if details.get("active") else "VRRP BACKUP")
+    if answering:
+        parts.append("[green]answers on the VIP[/]")
+    if not carries_lb:
+        parts.append("spare")
+    return ", ".join(parts)
+
+
+def shell(args: argparse.Namespace) -> None:
+    inner = ["ip", "netns", "exec", DATA_PLANE_NAMESPACE, "bash"] if args.data_plane \
+        else ["bash"]
+    with chosen_lab(args) as lab:
+        argv = lab.provider.interactive_argv(_node(lab, args.node), inner)
+    if shutil.which(argv[0]) is None:
+        raise CommandError(f"shell needs the {argv[0]} command on this host")
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+def logs(args: argparse.Namespace) -> None:
+    with chosen_lab(args) as lab:
+        text = lab.provider.logs(_node(lab, args.node))
+    lines = text.splitlines()
+    print("\n".join(lines[-args.tail:] if args.tail else lines))
+
+
+def _node(lab: StandingLab, name: str):
+    """An amphora (index, name, id prefix) or a member (m1, m2, ...)."""
+    if name.startswith("m") and name[1:].isdigit():
+        number = int(name[1:])
+        if not 1 <= number <= len(lab.members):
+            raise CommandError(f"the lab has members m1..m{len(lab.members)}")
+        return lab.members[number - 1].node
+    return lab.amphora(name).node
+
+
+def down(args: argparse.Namespace) -> None:
+    if args.all:
+        lab_ids = recorded_lab_ids()
+    elif args.lab:
+        lab_ids = [args.lab]  # also a lab `up` did not record (pytest --keep-lab)
+    else:
+        lab_ids = [choose_lab(None).lab_id]
+    recorded = set(recorded_lab_ids())
+    for lab_id in lab_ids:
+        # A lab `up` recorded says where it runs; any other is looked for with --provider.
+        provider = make_provider(load_record(lab_id).provider) if lab_id in recorded \
+            else provider_of(args)
+        if lab_id not in recorded and lab_id not in {lab.lab_id for lab in provider.labs()}:
+            raise CommandError(f"no lab {lab_id} (`amphora-harness status` lists them)")
+        with step(f"lab {lab_id} down"):
+            provider.teardown(lab_id)
+            forget_lab(lab_id)
+    if not lab_ids:
+        OUT.print("no lab is up")
+
+
+def gc(args: argparse.Namespace) -> None:
+    provider = provider_of(args)
+    if args.images and not isinstance(provider, DockerProvider):
+        raise CommandError(f"--images removes container images; the {provider.name} provider "
+                           "has none (use --provider docker)")
+    # Labs of `up` carry the keep label: only --all removes them (`down` is the usual way).
+    removed = collect_leftovers(provider, include_kept=args.all, everything=args.all)
+    for lab_id in removed:
+        forget_lab(lab_id)
+        print(f"removed lab {lab_id}")
+    existing = {lab.lab_id for lab in provider.labs()}
+    for lab_id in recorded_lab_ids():
+        if lab_id not in existing:  # gone some other way (a reboot, docker rm)
+            load_record(lab_id).remove()
+            print(f"forgot lab {lab_id} (nothing of it is left in the engine)")
+    kept = [lab.lab_id for lab in provider.labs() if lab.keep]
+    live = [lab.lab_id for lab in provider.labs() if not lab.keep]
+    if kept:
+        CONSOLE.print(f"kept labs left alone: {', '.join(kept)} "
+                      "(`amphora-harness down --lab ID` or `gc --all` removes them)")
+    if live:
+        CONSOLE.print(f"labs of live processes left alone: {', '.join(live)} "
+                      "(--all removes them)")
+    if args.images:
+        builder = ImageBuilder(provider.client)
+        for tag in builder.stale_images():
+            if builder.remove_unused(tag):
+                print(f"removed image {tag}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    start = add_command(
+        commands, "up", help="bring a lab up and leave it running",
+        description="Bring a lab up from a topology (fixtures/topologies/NAME.yaml or a file); "
+        "flags override its fields. The lab stays up until `amphora-harness down`.")
+    start.add_argument("topology", nargs="?", default=DEFAULT_TOPOLOGY, metavar="TOPOLOGY",
+                       help=f"a topology name or file (default: {DEFAULT_TOPOLOGY})")
+    arrangement = start.add_mutually_exclusive_group()
+    arrangement.add_argument("--single", dest="arrangement", action="store_const",
+                             const="SINGLE", help="one amphora carries the load balancer")
+    arrangement.add_argument("--active-standby", dest="arrangement", action="store_const",
+                             const="ACTIVE_STANDBY", help="a VRRP pair carries it")
+    start.add_argument("--amphorae", type=non_negative_int, help="how many (more are spares)")
+    start.add_argument("--members", type=non_negative_int, help="how many members")
+    lb = start.add_mutually_exclusive_group()
+    lb.add_argument("--lb", metavar="LB", help="load balancer: fixtures/lbs/LB.yaml or a file")
+    lb.add_argument("--no-lb", action="store_true", help="push no load balancer")
+    start.set_defaults(func=up)
+
+    show = add_command(commands, "status", help="nodes, agents, VRRP, load balancer, faults")
+    lab_option(show)
+    show.set_defaults(func=status)
+
+    enter = add_command(commands, "shell", help="a shell inside an amphora (or member)")
+    enter.add_argument("node", metavar="NODE",
+                       help="amphora index (0, 1), name or id prefix; m1, m2 for members")
+    enter.add_argument("--data-plane", action="store_true",
+                       help="in the amphora's data-plane namespace")
+    lab_option(enter)
+    enter.set_defaults(func=shell)
+
+    log = add_command(commands, "logs", help="a node's console log (an amphora's: the agent)")
+    log.add_argument("node", metavar="NODE", help="as for shell")
+    log.add_argument("--tail", type=non_negative_int, default=0, help="only the last N lines")
+    lab_option(log)
+    log.set_defaults(func=logs)
+
+    stop = add_command(commands, "down", help="remove a lab (containers, networks, state)")
+    lab_option(stop)
+    stop.add_argument("--all", action="store_true", help="every lab `up` brought up")
+    stop.set_defaults(func=down)
+
+    collect = add_command(
+        commands, "gc", help="remove labs left by runs that are gone (containers, networks)")
+    collect.add_argument("--all", action="store_true",
+                         help="also remove labs of live processes and labs `up` keeps")
+    collect.add_argument("--images", action="store_true",
+                         help="also remove our images that no current input set produces")
+    collect.set_defaults(func=gc)

@@ -1,0 +1,122 @@
+"""`amphora-harness run`: scenario suites, each in a pytest child with a JUnit report, then a
+results table read from the reports."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.table import Table
+
+from harness.cli import console
+from harness.cli.arguments import add_command, provider_of
+from harness.cli.console import CONSOLE, OUT, CommandError, step
+from harness.paths import REPO_ROOT, SCENARIOS_DIR
+
+CORE_SUITES = ("smoke", "config_push", "failover", "stats")
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    suite: str
+    tests: int
+    passed: int
+    failed: int
+    skipped: int
+    duration_s: float
+    exit_code: int
+    failures: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        # pytest exits 5 when a suite collects nothing; that is no failure.
+        return self.failed == 0 and self.exit_code in (0, 5)
+
+
+def parse_junit(path: Path, suite: str, exit_code: int, duration_s: float) -> SuiteResult:
+    """Totals of a JUnit XML file (pytest's), and the names of the failing tests."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        # No report: pytest did not get as far as writing one (a usage or collection error).
+        return SuiteResult(suite, 0, 0, 1, 0, duration_s, exit_code, ("no JUnit report",))
+    cases = list(root.iter("testcase"))
+    failures, skipped = [], 0
+    for case in cases:
+        outcome = {child.tag for child in case}
+        if outcome & {"failure", "error"}:
+            failures.append(f"{case.get('classname', '')}::{case.get('name', '')}")
+        elif "skipped" in outcome:
+            skipped += 1
+    # A setup error and a failure of the same test are two testcase entries; count tests once.
+    names = {(c.get("classname"), c.get("name")) for c in cases}
+    failed = len(set(failures))
+    return SuiteResult(suite, len(names), len(names) - failed - skipped, failed, skipped,
+                       duration_s, exit_code, tuple(sorted(set(failures))))
+
+
+def available_suites() -> list[str]:
+    return sorted(p.name for p in SCENARIOS_DIR.iterdir()
+                  if p.is_dir() and any(p.glob("test_*.py")))
+
+
+def run(args: argparse.Namespace) -> None:
+    known = available_suites()
+    suites = args.suites or [s for s in CORE_SUITES if s in known]
+    unknown = [s for s in suites if s not in known]
+    if unknown:
+        raise CommandError(f"no suite {', '.join(unknown)} (there are {', '.join(known)})")
+    provider = provider_of(args)
+    for name in ("amphora", "member"):
+        with step(f"image {name}"):
+            provider.ensure_image(name)
+    out_dir = console.RESULTS_DIR / "run" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for suite in suites:
+        CONSOLE.rule(f"suite {suite}")
+        junit = out_dir / f"{suite}.xml"
+        argv = [sys.executable, "-m", "pytest", str(SCENARIOS_DIR / suite), "-q",
+                f"--junitxml={junit}", f"--provider={args.provider}", *args.pytest_args]
+        started = time.monotonic()
+        exit_code = subprocess.run(argv, cwd=REPO_ROOT).returncode
+        results.append(parse_junit(junit, suite, exit_code, time.monotonic() - started))
+    OUT.print(suites_table(results))
+    for line in failure_lines(results):
+        OUT.print(line, style="red", markup=False, highlight=False)
+    OUT.print(f"JUnit reports in {out_dir}")
+    failed = [r.suite for r in results if not r.ok]
+    if failed:
+        raise CommandError(f"suites with failures: {', '.join(failed)}")
+
+
+def suites_table(results: list[SuiteResult]) -> Table:
+    table = Table(title="scenario suites")
+    for column, justify in (("suite", "left"), ("tests", "right"), ("passed", "right"),
+                            ("failed", "right"), ("skipped", "right"), ("time", "right")):
+        table.add_column(column, justify=justify)
+    for r in results:
+        table.add_row(r.suite, str(r.tests), f"[green]{r.passed}[/]",
+                      f"[red]{r.failed}[/]" if r.failed else "0", str(r.skipped),
+                      f"{r.duration_s:.0f}s")
+    return table
+
+
+def failure_lines(results: list[SuiteResult]) -> list[str]:
+    """One line per failing test (the table has no room for their names)."""
+    return [f"failed in {r.suite}: {name}" for r in results for name in r.failures]
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    suites = add_command(
+        commands, "run", help="run scenario suites, then print a results table",
+        description=f"Run scenario suites (default: {', '.join(CORE_SUITES)}), each with a "
+        "JUnit report under results/run/. Arguments after -- go to pytest.")
+    suites.add_argument("suites", nargs="*", metavar="SUITE")
+    suites.set_defaults(func=run, pytest_args=[])
