@@ -4,6 +4,7 @@ through its VIP, summarised."""
 from __future__ import annotations
 
 import argparse
+import socket
 import statistics
 import time
 from collections import Counter
@@ -42,12 +43,30 @@ def push_and_wait(standing: StandingLab, lb_file: Path) -> None:
 
 
 def _wait_serving(standing: StandingLab) -> None:
+    listener = standing.record.load_balancer.listener(None)
     url = standing.vip_url()
-    if url and poll_until(lambda: answering_amphora(url, standing.amphorae) is not None,
-                          SERVING_TIMEOUT_S, 0.3):
+
+    def serving() -> bool:
+        # haproxy adds the X-Amphora-Id header only in HTTP mode: a TCP listener is serving
+        # when a member's answer comes back through it.
+        if listener["protocol"] == "TCP":
+            return tcp_answers(standing.record.vip, listener["port"])
+        return answering_amphora(url, standing.amphorae) is not None
+
+    if poll_until(serving, SERVING_TIMEOUT_S, 0.3):
         return
     raise CommandError(f"nothing answers on the VIP after {SERVING_TIMEOUT_S:.0f}s "
                        "(`amphora-harness logs 0` shows the agent's log)")
+
+
+def tcp_answers(address: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether a connection to address:port gets a line back (the lab's members send one)."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock, \
+                sock.makefile("rb") as answer:
+            return bool(answer.readline())
+    except OSError:
+        return False
 
 
 def traffic(args: argparse.Namespace) -> None:

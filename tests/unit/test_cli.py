@@ -5,6 +5,8 @@ traffic summaries."""
 from __future__ import annotations
 
 import argparse
+import socket
+import threading
 from importlib.metadata import version
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from harness.cli import console
 from harness.cli import lab as lab_commands
 from harness.cli.arguments import PROVIDER_ENV
 from harness.cli.main import build_parser, error_line, main, parse_args
-from harness.cli.push import summarize_timeline
+from harness.cli.push import summarize_timeline, tcp_answers
 from harness.cli.suites import failure_lines, parse_junit, suites_table
 from harness.lab.standing_state import STATE_DIR_ENV
 from harness.observe.traffic import Sample
@@ -232,3 +234,24 @@ def test_traffic_summary_counts_outcomes_members_and_latency() -> None:
     assert summary.statuses == {200: 10, "ConnectTimeout": 1}
     assert summary.members == {"m0": 5, "m1": 5}
     assert summary.latency_ms["p50"] == 5.5 and summary.latency_ms["max"] == 10.0
+
+
+def test_a_tcp_listener_serves_when_a_line_comes_back() -> None:
+    """What `push` waits for on a TCP listener (it has no header naming the amphora)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        server.settimeout(5)
+
+        def answer(lines: list[bytes]) -> None:
+            for line in lines:
+                connection, _ = server.accept()
+                with connection:
+                    connection.sendall(line)
+
+        serving = threading.Thread(target=answer, args=([b'{"member": "m1"}\n', b""],))
+        serving.start()
+        assert tcp_answers("127.0.0.1", port)
+        # Accepted and closed without a word: a frontend with no member behind it.
+        assert not tcp_answers("127.0.0.1", port)
+        serving.join(timeout=5)
+    assert not tcp_answers("127.0.0.1", port, timeout=0.5)  # nothing listens any more
