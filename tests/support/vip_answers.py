@@ -1,8 +1,8 @@
 """Who answers on a VIP, seen from a client namespace of a NetnsLab (tests/support/netns_lab.py)
 and asked of the agents: the amphora holding it, the member behind it, or nothing yet.
 
-(The test copies of this question live here, once; the suites' and the bench's are in the
-harness.)
+(The judgement is the harness's, harness.observe.vip; here the questions are asked from a
+namespace.)
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import subprocess
 import sys
 
 from harness.amphora_api.client import AmphoraAPIError
+from harness.observe.vip import Answer, read_answer
+from harness.observe.vip import settled_master as settled_master_of
 from harness.polling import poll_until
 from tests.support.local_agent import RunningAgent
 from tests.support.netns_lab import NetnsLab
@@ -22,28 +24,36 @@ ANSWER_TIMEOUT_S = 40.0
 ELECTION_TIMEOUT_S = 30.0
 VIP_ANSWER_ATTEMPTS = 30
 
-# Run in the client's namespace: GET url and print the answering amphora (the X-Amphora-Id our
-# haproxy.cfg adds) and member (harness.lab.member_server's JSON body).
-_WHO_ANSWERS = """
+# Run in the client's namespace: GET url and print the status and headers of the answer, which
+# harness.observe.vip reads (the amphora's and the member's ids are headers).
+_ASK = """
 import json, sys, urllib.request
 try:
     with urllib.request.urlopen(sys.argv[1], timeout=3) as response:
-        print(json.dumps({"amphora": response.headers.get("X-Amphora-Id"),
-                          "member": json.loads(response.read())["member"]}))
+        print(json.dumps({"status": response.status, "headers": dict(response.headers)}))
 except OSError as exc:
     print(json.dumps({"error": str(exc)}))
 """
 
 
+def ask_from(client: str, url: str) -> Answer:
+    """One GET of url from the client namespace, read as harness.observe.vip reads answers."""
+    output = json.loads(subprocess.run(
+        ["ip", "netns", "exec", client, sys.executable, "-c", _ASK, url],
+        capture_output=True, text=True, check=True, timeout=20,
+    ).stdout)
+    if "error" in output:
+        return Answer(served=False, error=output["error"])
+    return read_answer(output["status"], output["headers"])
+
+
 def who_answers(client: str, vip: str, port: int) -> dict:
     """{"amphora": id or None, "member": id} for one GET from the client namespace, or
     {"error": ...}."""
-    output = subprocess.run(
-        ["ip", "netns", "exec", client, sys.executable, "-c", _WHO_ANSWERS,
-         f"http://{vip}:{port}/"],
-        capture_output=True, text=True, check=True, timeout=20,
-    ).stdout
-    return json.loads(output)
+    answer = ask_from(client, f"http://{vip}:{port}/")
+    if not answer.served:
+        return {"error": answer.error or f"status {answer.status}"}
+    return {"amphora": answer.amphora, "member": answer.member}
 
 
 def first_answer(client: str, vip: str, port: int) -> dict:
@@ -86,22 +96,17 @@ def vip_holders(agents: list[RunningAgent], vip: str) -> list[str]:
 def settled_master(client: str, agents: list[RunningAgent], vip: str, port: int,
                    not_this: RunningAgent | None = None) -> RunningAgent:
     """The agent that holds the VIP once exactly one (other than not_this) does and the VIP
-    answers through it (bounded). An answer that names its amphora (our haproxy.cfg adds
-    X-Amphora-Id; Octavia's does not) must name the holder.
+    answers through it (bounded; harness.observe.vip.settled_master, asked from the client
+    namespace). An answer that names its amphora (our haproxy.cfg adds X-Amphora-Id; Octavia's
+    does not) must name the holder.
 
     Which amphora wins the first election is not fixed: both keepalived start as BACKUP with
     nopreempt (as Octavia configures them), and whichever Master_Down timer fires first takes
     the VIP; the priorities only decide it when adverts already flow.
     """
-    seen: dict = {}
-
-    def settled() -> bool:
-        seen["holders"], seen["answer"] = vip_holders(agents, vip), who_answers(client, vip, port)
-        if len(seen["holders"]) != 1 or "error" in seen["answer"]:
-            return False
-        holder = seen["holders"][0]
-        return ((not_this is None or holder != not_this.amphora_id)
-                and seen["answer"].get("amphora") in (None, holder))
-
-    assert poll_until(settled, ELECTION_TIMEOUT_S, 0.2), seen
-    return next(a for a in agents if a.amphora_id == seen["holders"][0])
+    master = settled_master_of(
+        f"http://{vip}:{port}/", ELECTION_TIMEOUT_S, count=1,
+        accounts={"holds the VIP (API)": lambda: vip_holders(agents, vip)},
+        other_than=not_this.amphora_id if not_this else None,
+        ask=lambda url: ask_from(client, url), interval=0.2, error=AssertionError)
+    return next(a for a in agents if a.amphora_id == master)
