@@ -3,19 +3,40 @@ Octavia it comes from. Loaded by harness.pytest_plugin.
 
 Options:
     --driver harness|octavia   harness: our controller (harness.drivers.controller); octavia:
-                               OpenStack Octavia's own amphora driver (harness.drivers.octavia)
+                               OpenStack Octavia's own amphora driver (harness.drivers.octavia_
+                               driver), called in its controller's flow order
     --octavia-source SOURCE    which Octavia: a PyPI version (default: the pinned one), a source
-                               checkout directory (installed editable), or an sdist/wheel file
+                               checkout directory (installed editable) or an sdist/wheel file
                                (harness.octavia_source); shared by everything that runs Octavia
+    --diff-configs             after every push, both drivers' haproxy.cfg for the same model,
+                               side by side in results/diff-configs/<test id>.md
+
+Markers:
+    driver_specific(name, reason=...)   the test means only driver `name`: under the other one
+                                        it is deselected, and the summary says why
+    driver_xfail(name, reason=...)      under driver `name` the test fails for a known reason
+                                        (a bug of that driver, named): xfail(strict=True)
 
 Fixtures:
-    octavia_source   session: the parsed --octavia-source (harness.octavia_source.OctaviaSource)
+    octavia_source      session: the parsed --octavia-source (OctaviaSource)
+    start_octavia_probe session: a function starting (once) and returning the session's
+                        Octavia driver process, its venv made first if needed
+    lb_driver_factory   module: a harness.drivers.factory.DriverFactory for the module's lab:
+                        lb_driver_factory(lb, clients, vrrp_group=None, driver=None) -> driver
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 
+from harness.amphora_api.client import AmphoraClient
+from harness.drivers.config_diff import ConfigDiffLog
+from harness.drivers.factory import DRIVER_NAMES, DriverFactory, OctaviaRuntime
+from harness.drivers.octavia_process import OctaviaProbe
+from harness.drivers.octavia_venv import ensure_octavia_python
+from harness.lab.lab import Lab
 from harness.octavia_source import (
     DEFAULT_OCTAVIA_VERSION,
     OctaviaSource,
@@ -23,29 +44,135 @@ from harness.octavia_source import (
     parse_octavia_source,
 )
 
-DRIVERS = ("harness", "octavia")
+DIFF_LOG = pytest.StashKey[ConfigDiffLog]()
+DESELECTED = pytest.StashKey[list[str]]()
+DIFF_REPORTS = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("amphora-harness")
-    group.addoption("--driver", default="harness", choices=DRIVERS,
+    group.addoption("--driver", default="harness", choices=DRIVER_NAMES,
                     help="the controller that drives the suites' load balancers: ours "
                          "(harness, the default) or OpenStack Octavia's amphora driver (octavia)")
     group.addoption("--octavia-source", default=None, metavar="SOURCE",
                     help="the OpenStack Octavia to run: a PyPI version (default "
                          f"{DEFAULT_OCTAVIA_VERSION}), a source checkout directory (installed "
                          "editable) or an sdist/wheel file")
+    group.addoption("--diff-configs", action="store_true",
+                    help="write both drivers' haproxy.cfg for every push side by side to "
+                         "results/diff-configs/<test id>.md")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "driver_specific(name, reason): only for that driver (harness|octavia); "
+                   "deselected, with the reason, under the other")
+    config.addinivalue_line(
+        "markers", "driver_xfail(name, reason): fails under that driver for the reason given "
+                   "(a known bug, named): xfail(strict=True) there")
     try:
         parse_octavia_source(config.getoption("--octavia-source"),
                              cwd=config.invocation_params.dir)
     except OctaviaSourceError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if config.getoption("--diff-configs"):
+        config.stash[DIFF_LOG] = ConfigDiffLog()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    driver = config.getoption("--driver")
+    kept, dropped, reasons = [], [], []
+    for item in items:
+        specific = item.get_closest_marker("driver_specific")
+        if specific is not None:
+            name, reason = _marker_args(item, specific)
+            if name != driver:
+                dropped.append(item)
+                reasons.append(f"{item.nodeid}: only for --driver {name}: {reason}")
+                continue
+        failing = item.get_closest_marker("driver_xfail")
+        if failing is not None:
+            name, reason = _marker_args(item, failing)
+            if name == driver:
+                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        config.stash[DESELECTED] = reasons
+
+
+def _marker_args(item: pytest.Item, marker: pytest.Mark) -> tuple[str, str]:
+    name = marker.args[0] if marker.args else marker.kwargs.get("name")
+    reason = marker.kwargs.get("reason") or (marker.args[1] if len(marker.args) > 1 else "")
+    if name not in DRIVER_NAMES or not reason:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{marker.name} needs a driver "
+                                f"({' or '.join(DRIVER_NAMES)}) and a reason")
+    return name, reason
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    log = item.config.stash.get(DIFF_LOG, None)
+    if log is not None:
+        log.current = item.nodeid
+    yield
+    if log is not None:
+        written = log.write(item.nodeid, item.config.rootpath / "results" / "diff-configs")
+        if written:
+            item.config.stash.setdefault(DIFF_REPORTS, []).append(str(written))
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    deselected = config.stash.get(DESELECTED, [])
+    if deselected:
+        terminalreporter.section(f"deselected for --driver {config.getoption('--driver')}")
+        for line in deselected:
+            terminalreporter.write_line(line)
+    reports = config.stash.get(DIFF_REPORTS, [])
+    if reports:
+        terminalreporter.write_line(f"amphora-harness: {len(reports)} config diffs in "
+                                    f"{config.rootpath / 'results' / 'diff-configs'}")
 
 
 @pytest.fixture(scope="session")
 def octavia_source(request: pytest.FixtureRequest) -> OctaviaSource:
     return parse_octavia_source(request.config.getoption("--octavia-source"),
                                 cwd=request.config.invocation_params.dir)
+
+
+@pytest.fixture(scope="session")
+def start_octavia_probe(octavia_source: OctaviaSource) -> Iterator[Callable[[], OctaviaProbe]]:
+    started: list[OctaviaProbe] = []
+
+    def start() -> OctaviaProbe:
+        if not started:
+            started.append(OctaviaProbe(ensure_octavia_python(octavia_source)))
+        return started[0]
+
+    yield start
+    for probe in started:
+        probe.close()
+
+
+@pytest.fixture(scope="module")
+def lb_driver_factory(request: pytest.FixtureRequest, lab: Lab,
+                      start_octavia_probe: Callable[[], OctaviaProbe]
+                      ) -> Iterator[DriverFactory]:
+    octavia = OctaviaRuntime(probe=start_octavia_probe, credentials=lab.pki.driver,
+                             open_files_limit=lambda client: amphora_open_files(lab, client))
+    factory = DriverFactory(request.config.getoption("--driver"), octavia,
+                            diff_log=request.config.stash.get(DIFF_LOG, None))
+    yield factory
+    factory.close()
+
+
+def amphora_open_files(lab: Lab, client: AmphoraClient) -> int | None:
+    """The hard open-files limit inside the lab amphora client talks to (None: unlimited or
+    not known)."""
+    amphora = next((a for a in lab.amphorae if a.id == client.amphora_id), None)
+    if amphora is None:
+        return None
+    shown = lab.provider.exec(amphora.node, ["sh", "-c", "ulimit -Hn"])
+    value = shown.output.strip()
+    return int(value) if shown.ok and value.isdigit() else None

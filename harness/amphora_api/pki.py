@@ -116,6 +116,20 @@ class CertificateAuthority:
         cert = builder.sign(self._key, hashes.SHA256())
         return Issued(_key_pem(key), cert.public_bytes(serialization.Encoding.PEM))
 
+    def crl_pem(self, revoked_serials: tuple[int, ...] = ()) -> bytes:
+        """A certificate revocation list signed by this CA (PEM), revoking these serials."""
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.certificate.subject)
+            .last_update(now - datetime.timedelta(minutes=5))
+            .next_update(now + VALIDITY)
+        )
+        for serial in revoked_serials:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+        return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
     def issue_amphora(self, amphora_id: str) -> Issued:
         """An agent's server certificate as Octavia's certificate generator makes it: the
         amphora id as CN and as DNS name. Octavia's driver checks the id as the host name, and

@@ -1,10 +1,12 @@
-"""What a load-balancer controller does to amphorae, over the Amphora API only.
+"""What a load-balancer controller does to amphorae, over the Amphora API only: our driver
+(`harness`) of the driver seam (harness.drivers.base), rendering with harness.render.
 
 One LoadBalancerController drives one load balancer on its amphorae: one for SINGLE, two for
 ACTIVE_STANDBY (the first is the VRRP MASTER, the second the BACKUP). The flows follow Octavia's
 driver:
 - create: plug the VIP on every amphora (the client retries the 404 an agent answers while the
-  hot-plugged interface has not appeared yet), upload certificates and crt-lists, upload
+  hot-plugged interface has not appeared yet) and its member port, upload certificates and
+  crt-lists, upload
   haproxy.cfg, start; for a pair also upload each amphora's keepalived.conf and start VRRP;
 - update: upload changed certificates, upload haproxy.cfg, reload; then delete certificate files
   nothing refers to any more (so a rotation leaves only the new certificate behind);
@@ -13,10 +15,10 @@ driver:
   when empty), and VRRP from the peer of a pair;
 - delete: DELETE the load balancer's listeners (the agent stops haproxy and removes its files);
 - replace_amphora (failover of one amphora, after the cloud booted its successor): plug the VIP
-  on the new amphora, push certificates and haproxy.cfg and start it; for a pair re-render
-  every keepalived.conf (the peer address changed), start VRRP on the new amphora and reload it
-  on the survivor. The new amphora takes the lost one's role; with nopreempt it does not take
-  the VIP from the survivor.
+  and the member port on the new amphora, push certificates and haproxy.cfg and start it; for a
+  pair re-render every keepalived.conf (the peer address changed), start VRRP on the new amphora
+  and reload it on the survivor. The new amphora takes the lost one's role; with nopreempt it
+  does not take the VIP from the survivor.
 Every file uploaded is checked against the md5 the agent answers with.
 """
 
@@ -28,10 +30,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
+from harness.drivers.base import DriverError, StoredFile, paths_for, replace_certificate
 from harness.model.loadbalancer import (
     AMPHORAE_PER_TOPOLOGY,
     Certificate,
     LoadBalancer,
+    MemberPort,
     Topology,
     VipPort,
     VrrpAmphora,
@@ -48,8 +52,8 @@ from harness.render.amphora_configs import (
 ROLES_IN_ORDER = (VrrpRole.MASTER, VrrpRole.BACKUP)
 
 
-class ControllerError(RuntimeError):
-    """A flow cannot go on: what went wrong, on which amphora."""
+# Our controller's errors are the seam's.
+ControllerError = DriverError
 
 
 def md5_hex(data: bytes) -> str:
@@ -74,6 +78,8 @@ class _AmphoraState:
 
 
 class LoadBalancerController:
+    name = "harness"
+
     def __init__(
         self,
         lb: LoadBalancer,
@@ -92,9 +98,13 @@ class LoadBalancerController:
         self.lb = lb
         self.vrrp_group = vrrp_group or VrrpGroup()
         self.amphorae = [
-            _AmphoraState(client, role, _paths_for(paths, client.amphora_id))
+            _AmphoraState(client, role, paths_for(paths, client.amphora_id))
             for client, role in zip(clients, ROLES_IN_ORDER[: len(clients)], strict=True)
         ]
+
+    @property
+    def clients(self) -> list[AmphoraClient]:
+        return [amphora.client for amphora in self.amphorae]
 
     @property
     def is_pair(self) -> bool:
@@ -102,14 +112,18 @@ class LoadBalancerController:
 
     # --- flows ----------------------------------------------------------------------------
 
-    def create(self, vip_ports: Sequence[VipPort] | None = None) -> None:
-        """Plug the VIP (when ports are given; without them the VIP is assumed plugged already),
-        push the configuration and start haproxy, then VRRP for a pair."""
-        if vip_ports is not None:
-            if len(vip_ports) != len(self.amphorae):
-                raise ControllerError(f"need {len(self.amphorae)} VIP ports, got {len(vip_ports)}")
-            for amphora, port in zip(self.amphorae, vip_ports, strict=True):
-                self._plug_vip(amphora, port)
+    def create(self, vip_ports: Sequence[VipPort] | None = None,
+               member_ports: Sequence[MemberPort] | None = None) -> None:
+        """Plug the VIP and member ports (when given; without them they are assumed plugged
+        already), push the configuration and start haproxy, then VRRP for a pair."""
+        for what, ports in (("VIP", vip_ports), ("member", member_ports)):
+            if ports is not None and len(ports) != len(self.amphorae):
+                raise ControllerError(f"need {len(self.amphorae)} {what} ports, got {len(ports)}")
+        for index, amphora in enumerate(self.amphorae):
+            if vip_ports is not None:
+                self._plug_vip(amphora, vip_ports[index])
+            if member_ports is not None:
+                amphora.client.plug_network(member_ports[index].plug_request())
         self._push(action="start")
         if self.is_pair:
             self.configure_vrrp()
@@ -129,14 +143,17 @@ class LoadBalancerController:
             amphora.cert_files.clear()
 
     def replace_amphora(self, lost_amphora_id: str, client: AmphoraClient, vip_port: VipPort,
+                        member_port: MemberPort | None = None,
                         paths: AmphoraPaths | None = None) -> None:
-        """Bring a new amphora (booted and reachable, member networks plugged) in for a lost
-        one, as Octavia's amphora failover does."""
+        """Bring a new amphora (booted and reachable) in for a lost one, as Octavia's amphora
+        failover does; member_port None: its member network is plugged already."""
         lost = next((a for a in self.amphorae if a.amphora_id == lost_amphora_id), None)
         if lost is None:
             raise ControllerError(f"amphora {lost_amphora_id} does not serve {self.lb.id}")
         new = _AmphoraState(client, lost.role, paths or lost.paths)
         self._plug_vip(new, vip_port)
+        if member_port is not None:
+            new.client.plug_network(member_port.plug_request())
         self._push_to(new, action="start")
         self.amphorae[self.amphorae.index(lost)] = new
         # The survivor's VRRP rule names the lost amphora's address until this.
@@ -151,18 +168,18 @@ class LoadBalancerController:
     def rotate_certificate(self, old: Certificate, new: Certificate) -> None:
         """Replace a certificate wherever listeners use it (default or SNI), then update: the
         new file is uploaded, haproxy reloaded, the old file deleted."""
-        replaced = False
-        for listener in self.lb.listeners:
-            if listener.certificate is old:
-                listener.certificate = new
-                replaced = True
-            for index, cert in enumerate(listener.sni_certificates):
-                if cert is old:
-                    listener.sni_certificates[index] = new
-                    replaced = True
-        if not replaced:
-            raise ControllerError(f"no listener of {self.lb.id} uses certificate {old.id}")
+        replace_certificate(self.lb, old, new)
         self.update()
+
+    def certificate_file(self, cert: Certificate) -> StoredFile:
+        return StoredFile(f"{cert.id}.pem", md5_hex(cert.pem))
+
+    def rendered_configs(self) -> dict[str, str]:
+        return {amphora.amphora_id: render_haproxy(self.lb, amphora.amphora_id, amphora.paths)
+                for amphora in self.amphorae}
+
+    def close(self) -> None:
+        """Nothing held: every call is a request of its own."""
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -263,27 +280,15 @@ class LoadBalancerController:
 def vip_firewall_rules(lb: LoadBalancer, peer_vrrp_ips: Sequence[str]) -> list[dict]:
     """The rules document of PUT /1.0/interface/{ip}/rules, built as Octavia's controller does:
     one rule per listener and allowed CIDR (cidr null when the listener allows everyone; all
-    our listener protocols are TCP), then VRRP from each peer's address."""
+    our listener protocols are TCP), then VRRP from each peer's address (spelt "vrrp", as
+    Octavia does)."""
     rules = [{"protocol": "TCP", "cidr": cidr, "port": listener.port}
              for listener in lb.listeners
              for cidr in (listener.allowed_cidrs or [None])]
     for address in peer_vrrp_ips:
         host = ipaddress.ip_network(address)  # a single address: /32 or /128
-        rules.append({"protocol": "VRRP", "cidr": str(host), "port": 112})
+        rules.append({"protocol": "vrrp", "cidr": str(host), "port": 112})
     return rules
-
-
-def _paths_for(
-    paths: AmphoraPaths | Mapping[str, AmphoraPaths] | None, amphora_id: str
-) -> AmphoraPaths:
-    if paths is None:
-        return AmphoraPaths()
-    if isinstance(paths, AmphoraPaths):
-        return paths
-    try:
-        return paths[amphora_id]
-    except KeyError:
-        raise ControllerError(f"no paths given for amphora {amphora_id}") from None
 
 
 def _check_md5(amphora: _AmphoraState, what: str, sent: bytes, etag: str) -> None:

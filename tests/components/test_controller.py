@@ -205,8 +205,8 @@ def test_sriov_firewall_rules_open_each_listener_to_its_cidrs_and_vrrp_to_the_pe
         {"protocol": "TCP", "cidr": "198.18.0.0/24", "port": web.port},
         {"protocol": "TCP", "cidr": "2001:db8::/64", "port": web.port},
         {"protocol": "TCP", "cidr": None, "port": 9000},
-        {"protocol": "VRRP", "cidr": "198.18.0.12/32", "port": 112},
-        {"protocol": "VRRP", "cidr": "2001:db8::12/128", "port": 112},
+        {"protocol": "vrrp", "cidr": "198.18.0.12/32", "port": 112},
+        {"protocol": "vrrp", "cidr": "2001:db8::12/128", "port": 112},
     ]
     # What the rules document must be, the agent's own parser says.
     assert len(parse_rules(vip_firewall_rules(lb, ["198.18.0.12"]))) == 4
