@@ -145,6 +145,8 @@ class OctaviaLoadBalancerDriver:
         self._credentials = credentials
         self._limits = limits
         self._vip_subnet: VipSubnet | None = None
+        # Octavia's database would not delete a deleted load balancer again.
+        self._deleted = False
         self._amphorae = [self._amphora(client, paths_for(paths, client.amphora_id),
                                         index=index)
                           for index, client in enumerate(clients)]
@@ -167,6 +169,7 @@ class OctaviaLoadBalancerDriver:
         if vip_ports is not None:
             for amphora, port in zip(self._amphorae, vip_ports, strict=True):
                 self._take_vip_port(amphora, port)
+        self._deleted = False
         self._send_model()
         if vip_ports is not None:
             for amphora, port in zip(self._amphorae, vip_ports, strict=True):
@@ -179,14 +182,18 @@ class OctaviaLoadBalancerDriver:
         self._update_listeners()
 
     def update(self) -> None:
+        self._deleted = False
         self._send_model()
         self._update_listeners()
 
     def delete(self) -> None:
+        if self._deleted:
+            return
         self._send_model()
         for listener in self.lb.listeners:
             for amphora in self._amphorae:
                 self._call("delete_listener", amphora, listener_id=listener.id)
+        self._deleted = True
 
     def replace_amphora(self, lost_amphora_id: str, client: AmphoraClient, vip_port: VipPort,
                         member_port: MemberPort | None = None,

@@ -17,7 +17,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -162,8 +162,12 @@ class TimelineRecorder:
         timeout: float = DEFAULT_TIMEOUT_S,
         max_duration: float = 180.0,
         verify: bool | str = False,
+        carriers: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
+        """carriers: the current member-network address -> amphora map (observe.vip), to
+        name the amphora of each answer from what the member saw instead of a header."""
         self.url = url
+        self.carriers = carriers
         self.interval = interval
         self.timeout = timeout
         self.max_duration = max_duration
@@ -228,7 +232,8 @@ class TimelineRecorder:
 
     def _one(self) -> None:
         begin = time.monotonic()
-        answer = ask(self.url, timeout=self.timeout, verify=self.verify)
+        answer = ask(self.url, timeout=self.timeout, verify=self.verify,
+                     carriers=self.carriers() if self.carriers else None)
         sample = Sample(
             sent_at=begin - self._t0,
             ok=answer.served,

@@ -3,18 +3,24 @@ the answers have settled on one amphora (a pair's VRRP master).
 
 Only what a client sees is used. The haproxy.cfg we render adds AMPHORA_HEADER to every HTTP
 response (harness.render), and the lab's member server adds MEMBER_HEADER
-(harness.lab.member_server). A response below 500 counts as served: a 5xx comes from a haproxy
-with no member to hand the request to, or from a failing member, and is no service.
+(harness.lab.member_server). Whatever haproxy.cfg a driver renders (Octavia's adds no
+AMPHORA_HEADER), the member's answer names the amphora too: haproxy connects to members from its
+amphora's member-network port, and the member answers with the client address it saw; given
+`carriers` (that address -> amphora id, carriers_of), an answer names its amphora by it.
+A response below 500 counts as served: a 5xx comes from a haproxy with no member to hand the
+request to, or from a failing member, and is no service.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import requests
 
+from harness.lab.lab import LabAmphora
 from harness.polling import poll_until
 
 AMPHORA_HEADER = "X-Amphora-Id"
@@ -36,14 +42,33 @@ class Answer:
     error: str | None = None  # why there was none (the exception's name)
 
 
-def read_answer(status: int, headers: Mapping[str, str]) -> Answer:
-    """The answer a response gives, from its status and headers (names in any case)."""
+def read_answer(status: int, headers: Mapping[str, str], body: bytes = b"",
+                carriers: Mapping[str, str] | None = None) -> Answer:
+    """The answer a response gives, from its status and headers (names in any case); with
+    carriers, its amphora from the client address the member saw (the body's "client")."""
     by_name = {name.lower(): value for name, value in headers.items()}
-    return Answer(served=status < 500, amphora=by_name.get(AMPHORA_HEADER.lower()),
+    amphora = by_name.get(AMPHORA_HEADER.lower())
+    if carriers is not None:
+        amphora = carriers.get(_seen_client(body))
+    return Answer(served=status < 500, amphora=amphora,
                   member=by_name.get(MEMBER_HEADER.lower()), status=status)
 
 
-def ask(url: str, *, timeout: float = PROBE_TIMEOUT_S, verify: bool | str = False) -> Answer:
+def _seen_client(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["client"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def carriers_of(amphorae: Sequence[LabAmphora]) -> dict[str, str]:
+    """Member-network address -> id of the amphora whose port it is."""
+    return {str(port.ip_address): amphora.id for amphora in amphorae for port in amphora.ports
+            if port.network.spec.role == "member"}
+
+
+def ask(url: str, *, timeout: float = PROBE_TIMEOUT_S, verify: bool | str = False,
+        carriers: Mapping[str, str] | None = None) -> Answer:
     """Send one GET to url on a new connection, as a new client would. No proxy from the
     environment: lab traffic goes straight onto the lab's bridges."""
     try:
@@ -53,7 +78,7 @@ def ask(url: str, *, timeout: float = PROBE_TIMEOUT_S, verify: bool | str = Fals
                                    headers={"Connection": "close"})
     except requests.RequestException as exc:
         return Answer(served=False, error=type(exc).__name__)
-    return read_answer(response.status_code, response.headers)
+    return read_answer(response.status_code, response.headers, response.content, carriers)
 
 
 class Identified(Protocol):

@@ -1,7 +1,7 @@
 """Fixtures of the config_push suite: one amphora with its VIP and member ports plugged, three
-members, and `deploy`, which pushes a load balancer through harness.drivers.controller and deletes
-it
-when the test ends. Everything is observed through real traffic to the VIP."""
+members, and `deploy`, which pushes a load balancer through the session's driver (--driver:
+ours or Octavia's, harness.drivers.base) and deletes it when the test ends. Everything is
+observed through real traffic to the VIP."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 import requests
 import tenacity
 
-from harness.drivers.controller import LoadBalancerController
+from harness.drivers.base import LoadBalancerDriver
+from harness.drivers.factory import DriverFactory
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model.loadbalancer import LoadBalancer
 from harness.model.yaml_loader import lb_fixture, load_lb
@@ -62,20 +63,21 @@ def load(addresses: dict[str, str]) -> Callable[..., LoadBalancer]:
 
 @pytest.fixture
 def deploy(
-    amphora: LabAmphora, vip: str
-) -> Iterator[Callable[[LoadBalancer], LoadBalancerController]]:
+    amphora: LabAmphora, vip: str, lb_driver_factory: DriverFactory
+) -> Iterator[Callable[[LoadBalancer], LoadBalancerDriver]]:
     """deploy(lb): create lb on the amphora (upload, start); deleted again at teardown."""
-    controllers: list[LoadBalancerController] = []
+    drivers: list[LoadBalancerDriver] = []
 
-    def create(lb: LoadBalancer) -> LoadBalancerController:
-        controller = LoadBalancerController(lb, [amphora.client])
-        controllers.append(controller)
-        controller.create()
-        return controller
+    def create(lb: LoadBalancer) -> LoadBalancerDriver:
+        driver = lb_driver_factory(lb, [amphora.client])
+        drivers.append(driver)
+        driver.create()
+        return driver
 
     yield create
-    for controller in controllers:
-        controller.delete()
+    for driver in drivers:
+        driver.delete()
+        driver.close()
 
 
 def retrying(what: type[BaseException] | tuple = AssertionError) -> tenacity.Retrying:

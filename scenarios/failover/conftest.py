@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.amphora_api.pki import CertificateAuthority
-from harness.drivers.controller import LoadBalancerController
+from harness.drivers.factory import DriverFactory
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model.yaml_loader import load_lb
 from harness.observe.traffic import TimelineRecorder
@@ -55,20 +55,22 @@ def sriov_vip() -> bool:
 
 @pytest.fixture(scope="module")
 def pair_under_test(lab: Lab, amphorae: list[LabAmphora], members: list[LabMember],
-                    tenant_ca: CertificateAuthority, sriov_vip: bool) -> Pair:
-    """The create flow, as a controller runs it for an ACTIVE_STANDBY load balancer."""
+                    tenant_ca: CertificateAuthority, sriov_vip: bool,
+                    lb_driver_factory: DriverFactory) -> Pair:
+    """The create flow, as the session's driver (--driver) runs it for an ACTIVE_STANDBY load
+    balancer."""
     vip = lab.allocate_vip()
     certificates = {name: tenant_ca.issue(host, dns_names=(host,)).bundle
                     for name, host in SITE_NAMES.items()}
     addresses = {"vip": str(vip), "m1": str(members[0].address), "m2": str(members[1].address)}
     lb = load_lb(LB_DEFINITION, addresses=addresses, certificates=certificates)
     lb.sriov_vip = sriov_vip
-    vip_ports = []
+    member_ports, vip_ports = [], []
     for amphora in amphorae:
-        lab.plug_member_network(amphora)
+        member_ports.append(lab.attach_member_port(amphora))
         vip_ports.append(lab.attach_vip_port(amphora))
-    controller = LoadBalancerController(lb, [a.client for a in amphorae], vrrp_group=VRRP)
-    controller.create(vip_ports)
+    controller = lb_driver_factory(lb, [a.client for a in amphorae], vrrp_group=VRRP)
+    controller.create(vip_ports, member_ports)
     return Pair(lab, lb, controller, list(amphorae), list(members), tenant_ca)
 
 

@@ -1,7 +1,9 @@
 """The failover suite's system under test: an active/standby pair carrying one load balancer,
-and how the suite observes it — from the outside only: the amphora that answers through the VIP
-(harness.observe.vip), /details (`active`), and `ip addr` in each amphora's data-plane namespace
-(testinfra).
+and how the suite observes it — from the outside only: the amphora that answers through the VIP,
+/details (`active`), and `ip addr` in each amphora's data-plane namespace (testinfra).
+
+Which amphora carried a request is read from what the member saw (harness.observe.vip's
+carriers): that holds for every driver, where the X-Amphora-Id header is our renderer's only.
 """
 
 from __future__ import annotations
@@ -18,19 +20,13 @@ import testinfra
 
 from harness.amphora_api.client import AmphoraAPIError
 from harness.amphora_api.pki import CertificateAuthority
-from harness.drivers.controller import LoadBalancerController
+from harness.drivers.base import LoadBalancerDriver
 from harness.lab.constants import DATA_PLANE_NAMESPACE, FAILOVER_VRRP
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model.loadbalancer import LoadBalancer, VrrpRole
 from harness.observe.plots import plot_timeline
 from harness.observe.traffic import Timeline, TimelineRecorder
-from harness.observe.vip import (
-    AMPHORA_HEADER,
-    STEADY_ANSWERS,
-    answering_amphora,
-    ask,
-    settled_master,
-)
+from harness.observe.vip import STEADY_ANSWERS, Answer, ask, carriers_of, settled_master
 from harness.polling import wait_until
 
 TOPOLOGY = "ACTIVE_STANDBY"
@@ -57,7 +53,7 @@ class Pair:
 
     lab: Lab
     lb: LoadBalancer
-    controller: LoadBalancerController
+    controller: LoadBalancerDriver
     amphorae: list[LabAmphora]
     members: list[LabMember]
     tenant_ca: CertificateAuthority
@@ -78,7 +74,8 @@ class Pair:
         return next(a for a in self.amphorae if a is not amphora)
 
     def recorder(self, max_duration: float = 120.0) -> TimelineRecorder:
-        return TimelineRecorder(self.url, max_duration=max_duration)
+        return TimelineRecorder(self.url, max_duration=max_duration,
+                                carriers=lambda: carriers_of(self.amphorae))
 
     # --- observations -------------------------------------------------------------------
 
@@ -94,9 +91,20 @@ class Pair:
         assert details["topology"] == TOPOLOGY
         return bool(details["active"])
 
+    def carrier(self, seen_client: str) -> LabAmphora | None:
+        """The amphora whose member-network port has the address a member saw (see the module
+        docstring)."""
+        amphora_id = carriers_of(self.amphorae).get(seen_client)
+        return self.by_id(amphora_id) if amphora_id else None
+
+    def ask(self, url: str) -> Answer:
+        """One GET through the VIP on a new connection, its amphora named by the member."""
+        return ask(url, timeout=PROBE_TIMEOUT_S, carriers=carriers_of(self.amphorae))
+
     def answering_amphora(self) -> LabAmphora | None:
         """The amphora that serves a new connection through the VIP now."""
-        return answering_amphora(self.url, self.amphorae, timeout=PROBE_TIMEOUT_S)
+        answer = self.ask(self.url)
+        return self.by_id(answer.amphora) if answer.served and answer.amphora else None
 
     def masters(self) -> list[LabAmphora]:
         """The amphorae that hold the VIP and say so in /details."""
@@ -110,8 +118,7 @@ class Pair:
             "holds the VIP": lambda: [a.id for a in self.amphorae if self.holds_vip(a)],
             "/details active": lambda: [a.id for a in self.amphorae if self.active(a)],
         }
-        master = settled_master(self.url, timeout, accounts=accounts,
-                                ask=lambda url: ask(url, timeout=PROBE_TIMEOUT_S),
+        master = settled_master(self.url, timeout, accounts=accounts, ask=self.ask,
                                 interval=VRRP.advert_int / 2, error=AssertionError)
         return self.by_id(master)
 
@@ -124,17 +131,19 @@ class Pair:
             session.trust_env = False
             response = session.get(self.url, timeout=PROBE_TIMEOUT_S)
         assert response.status_code == 200
-        assert response.headers[AMPHORA_HEADER] == master.id
+        assert self.carrier(response.json()["client"]) is master
         assert response.json()["member"] in member_ids
         port = self.lb.listener("https").port
         for server_name, expected in (("site-a.failover.test", "site-a.failover.test"),
                                       ("other.failover.test", "default.failover.test")):
-            common_name, headers, body = https_get(self.vip, port, server_name, self.tenant_ca)
+            common_name, _headers, body = https_get(self.vip, port, server_name,
+                                                    self.tenant_ca)
             assert common_name == expected, server_name
-            assert headers[AMPHORA_HEADER.lower()] == master.id
+            assert self.carrier(json.loads(body)["client"]) is master
             assert json.loads(body)["member"] in member_ids
         answer = tcp_line(self.vip, self.lb.listener("tcp").port)
         assert answer["member"] in member_ids and answer["proto"] == "tcp"
+        assert self.carrier(answer["client"]) is master
 
     # --- repair -------------------------------------------------------------------------
 
@@ -144,8 +153,9 @@ class Pair:
         if self.lab.provider.is_running(lost.node):  # the cloud deletes the lost amphora
             self.lab.provider.kill(lost.node)
         new = self.lab.add_amphora(topology=TOPOLOGY)
-        self.lab.plug_member_network(new)
-        self.controller.replace_amphora(lost.id, new.client, self.lab.attach_vip_port(new))
+        member_port = self.lab.attach_member_port(new)
+        self.controller.replace_amphora(lost.id, new.client, self.lab.attach_vip_port(new),
+                                        member_port)
         self.amphorae[self.amphorae.index(lost)] = new
         self.replaced.append(lost.id)
         return new

@@ -12,11 +12,12 @@ import pytest
 import requests
 import tenacity
 
+from harness.drivers.factory import DriverFactory
 from harness.lab.constants import AGENT_PORT, DATA_PLANE_NAMESPACE
 from harness.lab.lab import Lab, LabAmphora, LabMember
-from harness.lab.providers.base import AttachedPort, Node
+from harness.lab.providers.base import Node
 from harness.model import loadbalancer as model
-from harness.render.amphora_configs import render_haproxy
+from harness.model.loadbalancer import VipPort
 
 LISTENER_PORT = 80
 # haproxy needs about two files per connection; some engines cap a container's open files (a
@@ -31,16 +32,15 @@ def vip(lab: Lab) -> IPv4Address:
 
 
 @pytest.fixture(scope="module")
-def vip_port(lab: Lab, amphora: LabAmphora, vip: IPv4Address) -> AttachedPort:
-    return lab.plug_vip(amphora, vip)
+def vip_port(lab: Lab, amphora: LabAmphora) -> VipPort:
+    return lab.attach_vip_port(amphora)
 
 
 @pytest.fixture(scope="module")
 def load_balancer(lab: Lab, amphora: LabAmphora, members: list[LabMember], vip: IPv4Address,
-                  vip_port: AttachedPort) -> model.LoadBalancer:
-    """Member network plugged, haproxy.cfg uploaded and started: what a controller does."""
-    member_port = lab.plug_member_network(amphora)
-    assert member_port.network.spec.role == "member"
+                  vip_port: VipPort, lb_driver_factory: DriverFactory) -> model.LoadBalancer:
+    """VIP and member ports plugged, haproxy.cfg uploaded and started: what a controller (the
+    session's driver) does."""
     pool = model.Pool(members=[
         model.Member(address=str(m.address), port=m.port("http")) for m in members
     ])
@@ -50,8 +50,7 @@ def load_balancer(lab: Lab, amphora: LabAmphora, members: list[LabMember], vip: 
         insert_headers=[model.InsertHeader.X_FORWARDED_FOR],
     )
     lb = model.LoadBalancer(vip_address=str(vip), listeners=[listener])
-    amphora.client.upload_config(lb.id, render_haproxy(lb, amphora.id))
-    amphora.client.start(lb.id)
+    lb_driver_factory(lb, [amphora.client]).create([vip_port], [lab.attach_member_port(amphora)])
     return lb
 
 
@@ -77,11 +76,11 @@ def test_traffic_through_the_vip_reaches_both_members(
     for _ in range(REQUESTS):
         response = http.get(vip_url, headers={"Connection": "close"}, timeout=5)
         assert response.status_code == 200
-        assert response.headers["X-Amphora-Id"] == amphora.id
         answers.append(response.json())
 
     assert {a["member"] for a in answers} == {m.id for m in members}
-    # Members see haproxy's address on the member network, and the client in X-Forwarded-For.
+    # Members see haproxy's address on the member network (so the amphora carried every
+    # request, whatever the driver rendered), and the client in X-Forwarded-For.
     member_port_ips = {str(p.ip_address) for p in amphora.ports
                        if p.network.spec.role == "member"}
     assert {a["client"] for a in answers} == member_port_ips
@@ -94,13 +93,13 @@ def test_member_status_knob_passes_through(http: requests.Session, vip_url: str)
 
 
 def test_agent_port_is_out_of_reach_from_the_vip_network(
-    lab: Lab, amphora: LabAmphora, vip_port: AttachedPort, vip_client: Node,
+    lab: Lab, amphora: LabAmphora, vip_port: VipPort, vip_client: Node,
     load_balancer: model.LoadBalancer, http: requests.Session, vip_url: str,
 ) -> None:
     _first_answer(http, vip_url)
     # The probe works and the path exists: the listener answers from the client's side.
     assert lab.can_connect(vip_client, load_balancer.vip_address, LISTENER_PORT)
-    for address in (load_balancer.vip_address, vip_port.ip_address, amphora.mgmt_address):
+    for address in (load_balancer.vip_address, vip_port.vrrp_ip, amphora.mgmt_address):
         assert not lab.can_connect(vip_client, address, AGENT_PORT), address
 
 

@@ -19,7 +19,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from harness.drivers.controller import LoadBalancerController
+from harness.drivers.base import LoadBalancerDriver
+from harness.drivers.factory import DriverFactory
 from harness.faults.injector import FaultInjector
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model import loadbalancer as model
@@ -63,21 +64,21 @@ def vip(lab: Lab, amphora: LabAmphora) -> str:
 
 
 @pytest.fixture(scope="module")
-def controller(amphora: LabAmphora, members: list[LabMember], vip: str
-               ) -> Iterator[LoadBalancerController]:
+def controller(amphora: LabAmphora, members: list[LabMember], vip: str,
+               lb_driver_factory: DriverFactory) -> Iterator[LoadBalancerDriver]:
     pool = model.Pool(members=[model.Member(address=str(m.address), port=m.port("http"))
                                for m in members])
     listener = model.Listener(protocol=model.ListenerProtocol.HTTP, port=LISTENER_PORT,
                               pools=[pool], default_pool_id=pool.id)
     lb = model.LoadBalancer(vip_address=vip, listeners=[listener])
-    lb_controller = LoadBalancerController(lb, [amphora.client])
+    lb_controller = lb_driver_factory(lb, [amphora.client])
     lb_controller.create()
     yield lb_controller
     lb_controller.delete()
 
 
 @pytest.fixture(scope="module")
-def listener(controller: LoadBalancerController) -> model.Listener:
+def listener(controller: LoadBalancerDriver) -> model.Listener:
     return controller.lb.listeners[0]
 
 
@@ -88,7 +89,7 @@ def tally(heartbeats: HeartbeatReceiver, amphora: LabAmphora, listener: model.Li
 
 
 @pytest.fixture(scope="module")
-def stats_socket(lab: Lab, amphora: LabAmphora, controller: LoadBalancerController
+def stats_socket(lab: Lab, amphora: LabAmphora, controller: LoadBalancerDriver
                  ) -> AmphoraStatsSocket:
     return AmphoraStatsSocket(lab.provider, amphora, controller.lb.id)
 
@@ -169,7 +170,7 @@ def test_conns_are_the_connections_held_open(
 
 
 def test_no_count_lost_or_doubled_across_reloads(
-    vip: str, tally: ListenerTally, controller: LoadBalancerController, amphora: LabAmphora,
+    vip: str, tally: ListenerTally, controller: LoadBalancerDriver, amphora: LabAmphora,
 ) -> None:
     """Each batch is followed at once by a reload, before a heartbeat could report it: the
     old worker's counts must be carried over, once."""
@@ -183,7 +184,7 @@ def test_no_count_lost_or_doubled_across_reloads(
 
 
 def test_no_count_lost_across_reloads_under_traffic(
-    vip: str, tally: ListenerTally, controller: LoadBalancerController, amphora: LabAmphora,
+    vip: str, tally: ListenerTally, controller: LoadBalancerDriver, amphora: LabAmphora,
 ) -> None:
     """Connections keep coming while haproxy reloads: every one is reported exactly once."""
     statuses: list[int] = []
@@ -242,13 +243,13 @@ def test_no_count_lost_across_an_agent_restart(
 
 def test_details_and_listeners_agree_with_what_was_pushed(
     lab: Lab, amphora: LabAmphora, vip: str, members: list[LabMember],
-    controller: LoadBalancerController, listener: model.Listener,
+    controller: LoadBalancerDriver, listener: model.Listener, lb_driver_factory: DriverFactory,
 ) -> None:
     second = model.LoadBalancer(vip_address=vip, listeners=[model.Listener(
         protocol=model.ListenerProtocol.TCP, port=SECOND_LISTENER_PORT, pools=[model.Pool(
             members=[model.Member(address=str(members[0].address),
                                   port=members[0].port("tcp"))])])])
-    second_controller = LoadBalancerController(second, [amphora.client])
+    second_controller = lb_driver_factory(second, [amphora.client])
     second_controller.create()
     try:
         pushed = {listener.id: "HTTP", second.listeners[0].id: "TCP"}

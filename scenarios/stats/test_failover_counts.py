@@ -15,12 +15,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.drivers.controller import LoadBalancerController
+from harness.drivers.base import LoadBalancerDriver
+from harness.drivers.factory import DriverFactory
 from harness.faults.injector import FaultInjector
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model import loadbalancer as model
 from harness.observe.heartbeats import HeartbeatReceiver
-from harness.observe.vip import Answer, ask, settled_master
+from harness.observe.vip import Answer, ask, carriers_of, settled_master
 from harness.pytest_plugin import LabShape
 
 INTERVAL_S = 0.5
@@ -40,13 +41,13 @@ def lab_shape(heartbeats: HeartbeatReceiver) -> LabShape:
 
 
 @pytest.fixture(scope="module")
-def controller(lab: Lab, amphorae: list[LabAmphora], members: list[LabMember]
-               ) -> Iterator[LoadBalancerController]:
+def controller(lab: Lab, amphorae: list[LabAmphora], members: list[LabMember],
+               lb_driver_factory: DriverFactory) -> Iterator[LoadBalancerDriver]:
     """The create flow of an ACTIVE_STANDBY load balancer."""
     vip = lab.allocate_vip()
-    vip_ports = []
+    member_ports, vip_ports = [], []
     for amphora in amphorae:
-        lab.plug_member_network(amphora)
+        member_ports.append(lab.attach_member_port(amphora))
         vip_ports.append(lab.attach_vip_port(amphora))
     pool = model.Pool(members=[model.Member(address=str(m.address), port=m.port("http"))
                                for m in members])
@@ -54,8 +55,8 @@ def controller(lab: Lab, amphorae: list[LabAmphora], members: list[LabMember]
                             listeners=[model.Listener(protocol=model.ListenerProtocol.HTTP,
                                                       port=LISTENER_PORT, pools=[pool],
                                                       default_pool_id=pool.id)])
-    lb_controller = LoadBalancerController(lb, [a.client for a in amphorae])
-    lb_controller.create(vip_ports)
+    lb_controller = lb_driver_factory(lb, [a.client for a in amphorae])
+    lb_controller.create(vip_ports, member_ports)
     yield lb_controller
     lb_controller.delete()
 
@@ -84,14 +85,16 @@ def vip_url(vip: str) -> str:
     return f"http://{vip}:{LISTENER_PORT}/"
 
 
-def send(vip: str, count: int) -> list[str | None]:
-    """count requests through the VIP, each on a new connection; the amphora that answered each."""
-    answers = [ask(vip_url(vip), timeout=REQUEST_TIMEOUT_S) for _ in range(count)]
+def send(vip: str, count: int, carriers: dict[str, str]) -> list[str | None]:
+    """count requests through the VIP, each on a new connection; the amphora that answered each
+    (named by the member: harness.observe.vip.carriers_of)."""
+    answers = [ask(vip_url(vip), timeout=REQUEST_TIMEOUT_S, carriers=carriers)
+               for _ in range(count)]
     assert [a.status for a in answers] == [200] * count, answers
     return [a.amphora for a in answers]
 
 
-def settle(vip: str) -> list[str | None]:
+def settle(vip: str, carriers: dict[str, str]) -> list[str | None]:
     """Wait (bounded) until STEADY_ANSWERS in a row come from one amphora
     (harness.observe.vip.settled_master); who answered each request sent meanwhile.
 
@@ -103,7 +106,7 @@ def settle(vip: str) -> list[str | None]:
     answered: list[str | None] = []
 
     def ask_and_note(url: str) -> Answer:
-        answer = ask(url, timeout=REQUEST_TIMEOUT_S)
+        answer = ask(url, timeout=REQUEST_TIMEOUT_S, carriers=carriers)
         if answer.status is not None:  # a haproxy answered, so it counted the connection
             answered.append(answer.amphora)
         return answer
@@ -114,16 +117,17 @@ def settle(vip: str) -> list[str | None]:
 
 def test_counts_continue_on_the_new_master(
     lab: Lab, amphorae: list[LabAmphora], heartbeats: HeartbeatReceiver,
-    controller: LoadBalancerController,
+    controller: LoadBalancerDriver,
 ) -> None:
     vip = controller.lb.vip_address
     listener_id = controller.lb.listeners[0].id
-    settling = settle(vip)
+    carriers = carriers_of(amphorae)
+    settling = settle(vip, carriers)
     master = next(a for a in amphorae if a.id == settling[-1])
     backup = next(a for a in amphorae if a is not master)
     both = [master.id, backup.id]
 
-    assert send(vip, BEFORE) == [master.id] * BEFORE
+    assert send(vip, BEFORE, carriers) == [master.id] * BEFORE
     sent = len(settling) + BEFORE
     assert heartbeats.settled_totals(listener_id, both, sent)["totconns"] == sent
     # The standby reports exactly what it answered while the election settled (usually 0).
@@ -134,7 +138,7 @@ def test_counts_continue_on_the_new_master(
     injector.kill(master)
     try:
         wait_for_vip_at(backup, vip)
-        assert send(vip, AFTER) == [backup.id] * AFTER
+        assert send(vip, AFTER, carriers) == [backup.id] * AFTER
         # The dead master sends nothing more: the new master's heartbeats carry the rest.
         on_new_master = heartbeats.settled_totals(listener_id, [backup.id], AFTER)
         over_both = heartbeats.totals(listener_id, both)

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.drivers.controller import LoadBalancerController
+from harness.drivers.base import LoadBalancerDriver
+from harness.drivers.factory import DriverFactory
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model import loadbalancer as model
 from harness.observe.haproxy_stats import AmphoraStatsSocket, show_stat
@@ -33,8 +34,8 @@ def lab_shape(heartbeats: HeartbeatReceiver) -> LabShape:
 
 
 @pytest.fixture(scope="module")
-def controller(lab: Lab, amphora: LabAmphora, members: list[LabMember]
-               ) -> Iterator[LoadBalancerController]:
+def controller(lab: Lab, amphora: LabAmphora, members: list[LabMember],
+               lb_driver_factory: DriverFactory) -> Iterator[LoadBalancerDriver]:
     vip = lab.allocate_vip()
     lab.plug_vip(amphora, vip)
     lab.plug_member_network(amphora)
@@ -51,7 +52,7 @@ def controller(lab: Lab, amphora: LabAmphora, members: list[LabMember]
         model.Listener(protocol=model.ListenerProtocol.HTTP, port=81, pools=[unmonitored],
                        default_pool_id=unmonitored.id),
     ])
-    lb_controller = LoadBalancerController(lb, [amphora.client])
+    lb_controller = lb_driver_factory(lb, [amphora.client])
     lb_controller.create()
     yield lb_controller
     lb_controller.delete()
@@ -79,7 +80,7 @@ def wait_for_statuses(heartbeats: HeartbeatReceiver, amphora: LabAmphora,
 
 def test_statuses_say_how_members_are_configured(
     heartbeats: HeartbeatReceiver, lab: Lab, amphora: LabAmphora,
-    controller: LoadBalancerController,
+    controller: LoadBalancerDriver,
 ) -> None:
     monitored_listener, unmonitored_listener = controller.lb.listeners
     healthy, drained, disabled = monitored_listener.pools[0].members
@@ -103,7 +104,7 @@ def test_statuses_say_how_members_are_configured(
 
 def test_killed_member_goes_down_and_comes_back_up(
     heartbeats: HeartbeatReceiver, lab: Lab, amphora: LabAmphora, members: list[LabMember],
-    controller: LoadBalancerController,
+    controller: LoadBalancerDriver,
 ) -> None:
     monitored_listener, unmonitored_listener = controller.lb.listeners
     healthy, drained, disabled = monitored_listener.pools[0].members

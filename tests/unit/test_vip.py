@@ -4,6 +4,7 @@ response, and when answers and the amphorae's own accounts agree on one master."
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
@@ -30,6 +31,16 @@ def test_an_answer_is_read_from_status_and_headers_in_any_case() -> None:
     # haproxy without a member to hand the request to: an answer, but no service.
     assert not read_answer(503, {}).served
     assert read_answer(404, {}).served
+
+
+def test_with_carriers_an_answer_names_the_amphora_whose_member_port_the_member_saw() -> None:
+    """Whatever haproxy.cfg the driver rendered (Octavia's adds no AMPHORA_HEADER)."""
+    body = json.dumps({"member": "m1", "client": "198.18.2.130"}).encode()
+    carriers = {"198.18.2.130": "amp-a"}
+    assert read_answer(200, {AMPHORA_HEADER: "amp-b"}, body, carriers).amphora == "amp-a"
+    assert read_answer(200, {}, body, {}).amphora is None
+    assert read_answer(200, {}, b"no json", carriers).amphora is None
+    assert read_answer(200, {AMPHORA_HEADER: "amp-b"}, body).amphora == "amp-b"
 
 
 def test_answers_settle_when_all_come_from_one_amphora() -> None:
