@@ -20,13 +20,21 @@ EXIT_TIMEOUT_S = 60
 # A process that brings up a lab with one member, prints the lab id and waits to be signalled.
 OWNER_SCRIPT = """
 import sys, time
-from harness.lab.lab import Lab, collect_leftovers
+from harness.lab.lab import Lab
 from harness.lab.providers import make_provider
 lab = Lab(make_provider(sys.argv[1])).up()
 lab.add_members(1)
 print(lab.id, flush=True)
 time.sleep(300)
 """
+
+
+def default_signal_dispositions() -> None:
+    """In the owner before exec: a shell running the suite as a background job ignores SIGINT,
+    and a child would inherit that (Python leaves an ignored SIGINT ignored). The owner stands
+    for a process started from a terminal."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def lab_ids(provider: Provider) -> set[str]:
@@ -53,7 +61,7 @@ def owner_process(request: pytest.FixtureRequest, lab_provider: Provider):
     """Start OWNER_SCRIPT; yields (process, lab id). Whatever the test leaves is removed."""
     process = subprocess.Popen(
         [sys.executable, "-c", OWNER_SCRIPT, request.config.getoption("--provider")],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True, preexec_fn=default_signal_dispositions,
     )
     lab_id = process.stdout.readline().strip()
     yield process, lab_id
