@@ -12,11 +12,15 @@ from typing import Any
 from harness.bench.wrk import Wrk
 from harness.lab.lab import LabAmphora
 from harness.lab.providers.base import Provider
-from harness.paths import REPO_ROOT
+from harness.paths import CHECKOUT_DIR
 
 
 def git_revision() -> str | None:
-    result = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
+    """The checkout's revision; None when the harness was installed from a wheel (its image
+    tags carry the package version instead)."""
+    if CHECKOUT_DIR is None:
+        return None
+    result = subprocess.run(["git", "-C", str(CHECKOUT_DIR), "describe", "--always", "--dirty"],
                             capture_output=True, text=True)
     return result.stdout.strip() if result.returncode == 0 else None
 

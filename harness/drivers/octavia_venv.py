@@ -1,8 +1,10 @@
 """A virtualenv per Octavia source (harness.octavia_source), where the driver probe runs.
 
 The pinned PyPI version lives in `.venv-octavia` (scripts/bootstrap makes it by running this
-module); any other source in `.venv-octavia-<install id>`: a checkout is installed editable, so
-edits to its templates and code take effect on the next run without reinstalling. A venv is
+module); any other source in `.venv-octavia-<install id>`; both under harness.paths.cache_dir()
+(the checkout, or the user's cache when the harness was installed from a wheel). A checkout is
+installed editable, so edits to its templates and code take effect on the next run without
+reinstalling. A venv is
 complete once its marker file is written; an incomplete one (an install that failed or was
 interrupted) is made again. Creation holds a lock, so parallel sessions wait for each other.
 
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 
 from harness.octavia_source import OctaviaSource, OctaviaSourceError, parse_octavia_source
-from harness.paths import REPO_ROOT
+from harness.paths import cache_dir
 
 MARKER = "amphora-harness-octavia.txt"
 # The driver's keepalived templater imports pyroute2, which Octavia leaves to the amphora image.
@@ -30,13 +32,14 @@ class OctaviaVenvError(RuntimeError):
     """The virtualenv could not be made; the message carries pip's complaint."""
 
 
-def venv_dir(source: OctaviaSource, root: Path = REPO_ROOT) -> Path:
+def venv_dir(source: OctaviaSource, root: Path | None = None) -> Path:
+    root = root or cache_dir()
     if source.is_default:
         return root / ".venv-octavia"
     return root / f".venv-octavia-{source.install_id()}"
 
 
-def octavia_python(source: OctaviaSource, root: Path = REPO_ROOT) -> Path | None:
+def octavia_python(source: OctaviaSource, root: Path | None = None) -> Path | None:
     """The venv's python if the venv is complete, else None."""
     directory = venv_dir(source, root)
     marker = directory / MARKER
@@ -48,7 +51,7 @@ def octavia_python(source: OctaviaSource, root: Path = REPO_ROOT) -> Path | None
     return None
 
 
-def ensure_octavia_python(source: OctaviaSource, root: Path = REPO_ROOT,
+def ensure_octavia_python(source: OctaviaSource, root: Path | None = None,
                           log=lambda line: print(line, file=sys.stderr)) -> Path:
     """The venv's python, making the venv first if needed (minutes: Octavia's dependencies)."""
     directory = venv_dir(source, root)

@@ -7,8 +7,10 @@ imported into the engine. That base changes only when its package list does. The
 the engine's classic builder, which needs no registry when the base exists locally.
 
 Tags are hashes of the inputs: `amphora-harness/<name>-base:<hash of packages and mmdebstrap
-options>` and `amphora-harness/<name>:<hash of base tag, Dockerfile and payload files>`. An image
-whose tag exists is not rebuilt, so an unchanged input set builds nothing.
+options>` and `amphora-harness/<name>:<package version>-<hash of base tag, Dockerfile and payload
+files>` (the version of the installed amphora-harness, so a report naming the tag names the
+release too). An image whose tag exists is not rebuilt, so an unchanged input set builds
+nothing.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ import docker.errors
 from rich.console import Console
 from rich.markup import escape
 
-from harness.paths import IMAGES_DIR, REPO_ROOT
+from harness.distribution import package_version
+from harness.paths import AGENT_PACKAGE_DIR, IMAGES_DIR
 
 REPOSITORY_PREFIX = "amphora-harness/"
 IMAGE_LABEL = "amphora-harness.image"
+VERSION_LABEL = "amphora-harness.version"
 
 SUITE = "bookworm"
 # "essential" is the smallest variant; apt then adds the --include packages and their
@@ -62,6 +66,11 @@ LOCK_PATH = Path(tempfile.gettempdir()) / "amphora-harness-images.lock"
 
 class ImageBuildError(RuntimeError):
     """An image could not be built; the message says which step failed and why."""
+
+
+def _tag_safe(text: str) -> str:
+    """A PEP 440 version as a Docker tag may spell it ('+' is not allowed there)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
 
 def _digest(*parts: bytes) -> str:
@@ -118,7 +127,7 @@ class Recipe:
         parts = [self.base_tag().encode()]
         for f in self.context_files():
             parts += [f.arcname.encode(), str(f.mode).encode(), f.data]
-        return f"{self.repository}:{_digest(*parts)}"
+        return f"{self.repository}:{_tag_safe(package_version())}-{_digest(*parts)}"
 
 
 def _files_under(arcname: str, source: Path) -> Iterator[ContextFile]:
@@ -137,7 +146,7 @@ RECIPES: dict[str, Recipe] = {
         "amphora",
         IMAGES_DIR / "amphora",
         (
-            ("opt/amphora-agent/amphora_agent", REPO_ROOT / "amphora_agent"),
+            ("opt/amphora-agent/amphora_agent", AGENT_PACKAGE_DIR),
             ("usr/local/bin/amphora-agent", IMAGES_DIR / "amphora" / "amphora-agent"),
             ("usr/local/bin/amphora-init", IMAGES_DIR / "amphora" / "amphora-init"),
         ),
@@ -145,7 +154,7 @@ RECIPES: dict[str, Recipe] = {
     "member": Recipe(
         "member",
         IMAGES_DIR / "member",
-        (("opt/member/member_server.py", REPO_ROOT / "harness" / "lab" / "member_server.py"),),
+        (("opt/member/member_server.py", Path(__file__).with_name("member_server.py")),),
     ),
 }
 
@@ -290,7 +299,8 @@ class ImageBuilder:
             try:
                 for chunk in self.client.api.build(
                     fileobj=io.BytesIO(context), custom_context=True, tag=tag,
-                    buildargs={"BASE": base}, labels={IMAGE_LABEL: recipe.name},
+                    buildargs={"BASE": base},
+                    labels={IMAGE_LABEL: recipe.name, VERSION_LABEL: package_version()},
                     rm=True, forcerm=True, pull=False, decode=True,
                 ):
                     if "error" in chunk:

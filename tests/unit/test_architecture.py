@@ -28,7 +28,7 @@ CHECKED_PACKAGES = ("harness", "amphora_agent")
 
 # The harness's packages (and its top-level modules) from the bottom up.
 LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
-    {"paths", "polling", "octavia_source"},
+    {"paths", "polling", "octavia_source", "distribution"},
     {"model"},
     {"render"},
     {"amphora_api"},
@@ -37,7 +37,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
     {"observe"},
     {"faults"},
     {"bench"},
-    {"cli", "pytest_plugin", "pytest_drivers"},
+    {"cli", "pytest_plugin", "pytest_drivers", "pytest_loader"},
 ))
 
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import psutil
 
 from harness.lab.providers.base import ProviderError
-from harness.paths import IMAGES_DIR, REPO_ROOT
+from harness.paths import AGENT_IMPORT_ROOT, IMAGES_DIR
+from harness.polling import scaled
 
 # The node's own upper dirs for these host directories (see the module docstring).
 OVERLAID = {"/etc": "etc", "/var/lib": "var-lib"}
@@ -69,7 +70,7 @@ def node_environment() -> dict[str, str]:
     the agent from the tree the harness runs from, as an image is built from that tree."""
     path = ":".join([str(Path(sys.executable).parent), "/usr/local/sbin", "/usr/local/bin",
                      "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
-    return {"PATH": path, "PYTHONPATH": str(REPO_ROOT), "HOME": "/root", "LANG": "C.UTF-8"}
+    return {"PATH": path, "PYTHONPATH": str(AGENT_IMPORT_ROOT), "HOME": "/root", "LANG": "C.UTF-8"}
 
 
 def identity_files(hostname: str, address: str) -> dict[str, bytes]:
@@ -116,7 +117,7 @@ def enter_command(init_pid: int, argv: list[str]) -> list[str]:
 
 def wait_for_init(launcher: psutil.Process) -> psutil.Process:
     """The node's pid 1 (the launcher's forked child), once it exists."""
-    deadline = time.monotonic() + INIT_START_TIMEOUT_S
+    deadline = time.monotonic() + scaled(INIT_START_TIMEOUT_S)
     while time.monotonic() < deadline:
         with contextlib.suppress(psutil.NoSuchProcess):
             children = launcher.children()
@@ -175,7 +176,7 @@ def wait_gone(processes: Iterable[psutil.Process],
               timeout_s: float = PROCESS_EXIT_TIMEOUT_S) -> list[psutil.Process]:
     """Wait until every process has exited; returns those still alive at the deadline."""
     remaining = list(processes)
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + scaled(timeout_s)
     while remaining and time.monotonic() < deadline:
         remaining = [p for p in remaining if alive(p)]
         if remaining:
