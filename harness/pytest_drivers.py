@@ -43,6 +43,7 @@ from harness.octavia_source import (
     OctaviaSourceError,
     parse_octavia_source,
 )
+from harness.pytest_plugin import results_dir_of
 
 DIFF_LOG = pytest.StashKey[ConfigDiffLog]()
 DESELECTED = pytest.StashKey[list[str]]()
@@ -118,7 +119,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
         log.current = item.nodeid
     yield
     if log is not None:
-        written = log.write(item.nodeid, item.config.rootpath / "results" / "diff-configs")
+        written = log.write(item.nodeid, results_dir_of(item.config) / "diff-configs")
         if written:
             item.config.stash.setdefault(DIFF_REPORTS, []).append(str(written))
 
@@ -132,7 +133,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     reports = config.stash.get(DIFF_REPORTS, [])
     if reports:
         terminalreporter.write_line(f"amphora-harness: {len(reports)} config diffs in "
-                                    f"{config.rootpath / 'results' / 'diff-configs'}")
+                                    f"{results_dir_of(config) / 'diff-configs'}")
 
 
 @pytest.fixture(scope="session")

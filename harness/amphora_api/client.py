@@ -23,6 +23,7 @@ from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPSConnectionPool
 
 from harness.amphora_api.pki import DriverCredentials
+from harness.polling import scaled
 
 USER_AGENT = "amphora-harness client/1.0"
 NOT_READY_DETAIL = "No suitable network interface found"
@@ -175,7 +176,8 @@ class AmphoraClient:
             credentials)))
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_transient),
-            stop=tenacity.stop_after_attempt(retries) | tenacity.stop_after_delay(retry_deadline),
+            stop=tenacity.stop_after_attempt(retries)
+            | tenacity.stop_after_delay(scaled(retry_deadline)),
             wait=tenacity.wait_fixed(retry_interval),
             reraise=True,
         )

@@ -1,5 +1,5 @@
-"""What every command shares from its arguments: --provider and the provider it names, --lab
-and the standing lab it names.
+"""What every command shares from its arguments: --provider and the provider it names,
+--results-dir, --timeout-factor, --lab and the standing lab it names.
 
 The shared options sit in a parent parser given to the top-level parser and to every command's
 parser, so `amphora-harness --provider netns up` and `amphora-harness up --provider netns` mean
@@ -14,11 +14,15 @@ import argparse
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+from harness.cli import console
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Provider
 from harness.lab.standing import StandingLab
 from harness.lab.standing_state import choose_lab
+from harness.paths import RESULTS_DIR_ENV, default_results_dir
+from harness.polling import TIMEOUT_FACTOR_ENV, parse_timeout_factor, set_timeout_factor
 
 PROVIDER_ENV = "AMPHORA_HARNESS_PROVIDER"
 DEFAULT_PROVIDER = "docker"
@@ -31,7 +35,21 @@ def shared_options() -> argparse.ArgumentParser:
         "--provider", choices=PROVIDERS, default=argparse.SUPPRESS,
         help=f"where labs run (default: ${PROVIDER_ENV}, else {DEFAULT_PROVIDER}); "
         "commands on a lab from `up` use the provider it runs on")
+    parser.add_argument(
+        "--results-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+        help=f"where results go (default: ${RESULTS_DIR_ENV}, else ./results)")
+    parser.add_argument(
+        "--timeout-factor", type=timeout_factor, metavar="F", default=argparse.SUPPRESS,
+        help=f"scale every lab wait by F, for slow runners (default: ${TIMEOUT_FACTOR_ENV}, "
+        "else 1)")
     return parser
+
+
+def timeout_factor(text: str) -> float:
+    try:
+        return parse_timeout_factor(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_command(commands: argparse._SubParsersAction, name: str,
@@ -48,6 +66,17 @@ def fill_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             parser.error(f"{PROVIDER_ENV}={name!r} names no provider "
                          f"(there are {', '.join(PROVIDERS)})")
         args.provider = name
+    if "results_dir" not in args:
+        args.results_dir = default_results_dir()
+    args.results_dir = args.results_dir.absolute()
+    console.RESULTS_DIR = args.results_dir
+    if "timeout_factor" in args:
+        set_timeout_factor(args.timeout_factor)
+    else:
+        try:
+            args.timeout_factor = parse_timeout_factor(os.environ.get(TIMEOUT_FACTOR_ENV) or "1")
+        except ValueError as exc:
+            parser.error(f"{TIMEOUT_FACTOR_ENV}: {exc}")
 
 
 def lab_option(parser: argparse.ArgumentParser) -> None:

@@ -33,7 +33,7 @@ def bench(args: argparse.Namespace) -> None:
         raise CommandError("--threshold must be positive (0.25 = 25 %)")
     baseline = read_results(args.baseline) if args.baseline else None  # fail before measuring
     settings = QUICK if args.quick else FULL
-    out_dir = bench_dir(args.out, settings.mode)
+    out_dir = bench_dir(args.out or console.RESULTS_DIR / "bench", settings.mode)
     with CONSOLE.status(f"bench ({settings.mode})") as spinner:
         def say(text: str) -> None:
             CONSOLE.log(text)
@@ -95,6 +95,6 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="compare with this results file; exit 3 on a regression")
     measure.add_argument("--threshold", type=float, default=0.25,
                          help="how much worse counts as a regression (default 0.25 = 25 %%)")
-    measure.add_argument("--out", type=Path, default=console.RESULTS_DIR / "bench",
-                         help="where result directories go (default results/bench)")
+    measure.add_argument("--out", type=Path,
+                         help="where result directories go (default: RESULTS-DIR/bench)")
     measure.set_defaults(func=bench)

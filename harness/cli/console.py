@@ -1,5 +1,6 @@
 """What the command shows and where it writes: progress on stderr, results on stdout, files
-under results/, and the error whose message the user sees as is."""
+under the results directory (./results, or --results-dir), and the error whose message the user
+sees as is."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
-from harness.paths import REPO_ROOT
+from harness.paths import default_results_dir
 
 CONSOLE = Console(stderr=True, log_path=False)
 # Results tables: in a CI log (no terminal) rich would assume 80 columns and fold every cell.
 OUT = Console(width=None if sys.stdout.isatty() else 140)
-# Read as console.RESULTS_DIR, at the time of use: one place to point elsewhere (tests do).
-RESULTS_DIR = REPO_ROOT / "results"
+# Read as console.RESULTS_DIR, at the time of use: one place to point elsewhere (--results-dir
+# and tests do).
+RESULTS_DIR = default_results_dir()
 
 
 class CommandError(Exception):

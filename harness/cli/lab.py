@@ -4,12 +4,10 @@ runs that are gone left behind."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
-from pathlib import Path
-
-from rich.table import Table
 
 from harness.cli.arguments import (
     add_command,
@@ -19,26 +17,24 @@ from harness.cli.arguments import (
     provider_of,
 )
 from harness.cli.console import CONSOLE, OUT, CommandError, step
+from harness.cli.lab_status import lab_status, status_lines, status_table
 from harness.cli.push import push_and_wait
-from harness.lab.cleanup import collect_leftovers
+from harness.lab.cleanup import collect_leftovers, remove_workdirs
 from harness.lab.constants import DATA_PLANE_NAMESPACE
 from harness.lab.host_tables import remove_lab_tables
 from harness.lab.images import ImageBuilder
 from harness.lab.lab import Lab
 from harness.lab.providers import make_provider
-from harness.lab.providers.base import Provider
 from harness.lab.providers.docker import DockerProvider
 from harness.lab.shape import DEFAULT_TOPOLOGY, load_topology, with_overrides
 from harness.lab.standing import StandingLab
 from harness.lab.standing_state import (
-    LabRecord,
     choose_lab,
     load_record,
     record_lab,
     recorded_lab_ids,
     state_root,
 )
-from harness.observe.vip import answering_amphora
 
 
 def up(args: argparse.Namespace) -> None:
@@ -76,77 +72,45 @@ def up(args: argparse.Namespace) -> None:
         forget_lab(lab.id)
         raise
     lab.down()  # keep=True: the clients close, everything stays up
+    # The state dir keeps what later commands need (CA, driver certificate); the amphorae have
+    # their keys: no private key of the lab stays in /tmp.
+    remove_workdirs(lab.id)
     OUT.print(f"lab [bold]{lab.id}[/] is up ({topology.name}: {topology.description or ''})")
-    _print_status(record, provider)
+    _print_status(lab_status(record, provider))
 
 
 def forget_lab(lab_id: str) -> None:
-    """Remove a lab's host-side leftovers: link-fault tables and its state record."""
+    """Remove a lab's host-side leftovers: link-fault tables, its state record and its work
+    directories (a --keep-lab lab's PKI)."""
     remove_lab_tables(lab_id)
+    remove_workdirs(lab_id)
     shutil.rmtree(state_root() / lab_id, ignore_errors=True)
 
 
 def status(args: argparse.Namespace) -> None:
-    if args.lab is None and len(recorded_lab_ids()) > 1:
-        for lab_id in recorded_lab_ids():
-            record = load_record(lab_id)
-            _print_status(record, make_provider(record.provider))
-        return
-    record = choose_lab(args.lab)
-    _print_status(record, make_provider(record.provider))
+    """Every lab up (or the one --lab names): a table, or JSON with --json; exits non-zero
+    when a node or an agent is unhealthy."""
+    lab_ids = recorded_lab_ids() if args.lab is None and len(recorded_lab_ids()) > 1 \
+        else [choose_lab(args.lab).lab_id]
+    statuses = []
+    for lab_id in lab_ids:
+        record = load_record(lab_id)
+        statuses.append(lab_status(record, make_provider(record.provider)))
+    if args.json:
+        print(json.dumps(statuses if len(statuses) > 1 else statuses[0], indent=1))
+    else:
+        for item in statuses:
+            _print_status(item)
+    unhealthy = [f"lab {s['lab']}: {'; '.join(s['problems'])}" for s in statuses
+                 if not s["healthy"]]
+    if unhealthy:
+        raise CommandError(" | ".join(unhealthy))
 
 
-def _print_status(record: LabRecord, provider: Provider) -> None:
-    with StandingLab(record, provider) as lab:
-        url = lab.vip_url()
-        answering = answering_amphora(url, lab.amphorae) if url else None
-        table = Table(title=f"lab {record.lab_id} — {record.topology}, VIP {record.vip}")
-        for column in ("#", "node", "id", "address", "engine", "agent / service"):
-            table.add_column(column)
-        for n, amphora in enumerate(lab.amphorae):
-            running = provider.is_running(amphora.node)
-            table.add_row(str(n), _short(amphora.name, record), amphora.id[:8],
-                          str(amphora.mgmt_address),
-                          "running" if running else "[red]stopped[/]",
-                          _agent_summary(amphora, running, amphora is answering,
-                                         n < record.lb_amphorae))
-        for n, member in enumerate(lab.members, start=1):
-            running = provider.is_running(member.node)
-            table.add_row(f"m{n}", _short(member.name, record), member.id[:8], str(member.address),
-                          "running" if running else "[red]stopped[/]", "member")
-        OUT.print(table)
-        lb = record.load_balancer
-        if lb is None:
-            OUT.print("no load balancer pushed (`amphora-harness push LB-FILE`)")
-        else:
-            urls = ", ".join(lb.url(record.vip, item["port"]) for item in lb.listeners)
-            OUT.print(f"load balancer {lb.id[:8]} from {Path(lb.source).name}: {urls}")
-        for fault in record.faults:
-            OUT.print(f"[yellow]active fault[/]: {fault.kind} on "
-                      f"{', '.join(t[:8] for t in fault.targets)} (`amphora-harness heal`)")
-
-
-def _short(node_name: str, record: LabRecord) -> str:
-    return node_name.removeprefix(f"amphora-harness-{record.lab_id}-")
-
-
-def _agent_summary(amphora, running: bool, answering: bool, carries_lb: bool) -> str:
-    if not running:
-        return "-"
-    try:
-        details = amphora.client.get_details()
-    except Exception as exc:  # status reports what it sees, whatever the agent does
-        return f"[red]agent not answering[/] ({type(exc).__name__})"
-    listeners = ", ".join(sorted({item["status"] for item in amphora.client.get_listeners()}))
-    parts = [f"haproxy {details.get('haproxy_version')}",
-             f"listeners {listeners or 'none'}"]
-    if details.get("topology") == "ACTIVE_STANDBY":
-        parts.append("VRRP MASTER" if details.get("active") else "VRRP BACKUP")
-    if answering:
-        parts.append("[green]answers on the VIP[/]")
-    if not carries_lb:
-        parts.append("spare")
-    return ", ".join(parts)
+def _print_status(status: dict) -> None:
+    OUT.print(status_table(status))
+    for line in status_lines(status):
+        OUT.print(line)
 
 
 def shell(args: argparse.Namespace) -> None:
@@ -247,7 +211,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     lb.add_argument("--no-lb", action="store_true", help="push no load balancer")
     start.set_defaults(func=up)
 
-    show = add_command(commands, "status", help="nodes, agents, VRRP, load balancer, faults")
+    show = add_command(commands, "status", help="nodes, agents, VRRP, load balancer, faults",
+                       description="Nodes, agents, VRRP roles, load balancer and faults of "
+                       "the lab (every lab up, without --lab). Exits 1 when a node or an agent "
+                       "is unhealthy.")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lab_option(show)
     show.set_defaults(func=status)
 

@@ -9,9 +9,10 @@
     amphora-harness bench [--quick]      performance metrics into results/bench/
     amphora-harness gc                   remove what runs that are gone left behind
 
---provider goes before or after the command (default: $AMPHORA_HARNESS_PROVIDER, else docker).
-Errors print as one readable line and exit non-zero (1; 3 when the bench finds a regression);
-progress goes to stderr, results to stdout.
+--provider, --results-dir and --timeout-factor go before or after the command (the provider's
+default: $AMPHORA_HARNESS_PROVIDER, else docker). Errors print as one readable line and exit
+non-zero (1; 3 when the bench finds a regression; 130 on Ctrl-C and 143 on SIGTERM, after the
+labs the command was building are torn down); progress goes to stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -21,23 +22,16 @@ import os
 import sys
 import traceback
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 
 from harness.cli import bench, console, faults, images, lab, push, suites
 from harness.cli.arguments import fill_defaults, shared_options
 from harness.cli.console import CONSOLE, CommandError
+from harness.cli.signals import Terminated, sigterm_exits_through_finally
+from harness.distribution import package_version
 
-DISTRIBUTION = "amphora-harness"
 DEBUG_ENV = "AMPHORA_HARNESS_DEBUG"
 # Each registers its commands; this order is the order of `--help`.
 COMMAND_GROUPS = (images, lab, push, faults, suites, bench)
-
-
-def package_version() -> str:
-    try:
-        return version(DISTRIBUTION)
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "(not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,10 +81,14 @@ def error_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        args.func(args)
+        with sigterm_exits_through_finally():
+            args.func(args)
     except KeyboardInterrupt:
         CONSOLE.print("amphora-harness: interrupted", style="red")
         return 130
+    except Terminated as exc:
+        CONSOLE.print("amphora-harness: terminated", style="red")
+        return exc.code
     except SystemExit:
         raise
     except Exception as exc:

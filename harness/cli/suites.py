@@ -1,10 +1,16 @@
 """`amphora-harness run`: scenario suites, each in a pytest child with a JUnit report, then a
-results table read from the reports."""
+results table read from the reports.
+
+The suites run from where the package keeps them (harness.paths.SCENARIOS_DIR), from the current
+directory, with their own pytest configuration (scenarios/suites.ini: a project around an
+installed package must not lend them its own); results, reports and pytest's cache go under the
+current directory. SIGINT and SIGTERM are passed on to the running suite, which tears its labs
+down; then the command stops.
+"""
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -17,9 +23,12 @@ from rich.table import Table
 from harness.cli import console
 from harness.cli.arguments import add_command, provider_of
 from harness.cli.console import CONSOLE, OUT, CommandError, step
-from harness.paths import REPO_ROOT, SCENARIOS_DIR
+from harness.cli.signals import run_forwarding_signals
+from harness.paths import SCENARIOS_DIR
+from harness.polling import timeout_factor
 
 CORE_SUITES = ("smoke", "config_push", "failover", "stats")
+SUITES_INI = SCENARIOS_DIR / "suites.ini"
 
 
 @dataclass(frozen=True)
@@ -82,11 +91,17 @@ def run(args: argparse.Namespace) -> None:
     for suite in suites:
         CONSOLE.rule(f"suite {suite}")
         junit = out_dir / f"{suite}.xml"
-        argv = [sys.executable, "-m", "pytest", str(SCENARIOS_DIR / suite), "-q",
-                f"--junitxml={junit}", f"--provider={args.provider}", *args.pytest_args]
         started = time.monotonic()
-        exit_code = subprocess.run(argv, cwd=REPO_ROOT).returncode
-        results.append(parse_junit(junit, suite, exit_code, time.monotonic() - started))
+        child = run_forwarding_signals(
+            suite_argv(suite, junit, args.provider, console.RESULTS_DIR, args.pytest_args),
+            cwd=Path.cwd())
+        results.append(parse_junit(junit, suite, child.exit_code, time.monotonic() - started))
+        if child.signal is not None:
+            OUT.print(suites_table(results))
+            CONSOLE.print(f"amphora-harness: {child.signal_name}: suite {suite} stopped "
+                          f"(its pytest exited {child.exit_code}); no further suites",
+                          style="red")
+            raise SystemExit(128 + child.signal)
     OUT.print(suites_table(results))
     for line in failure_lines(results):
         OUT.print(line, style="red", markup=False, highlight=False)
@@ -94,6 +109,17 @@ def run(args: argparse.Namespace) -> None:
     failed = [r.suite for r in results if not r.ok]
     if failed:
         raise CommandError(f"suites with failures: {', '.join(failed)}")
+
+
+def suite_argv(suite: str, junit: Path, provider: str, results_dir: Path,
+               pytest_args: list[str]) -> list[str]:
+    """The pytest command of one suite. --rootdir: node ids read scenarios/<suite>/... whether
+    the suites sit in a checkout or in site-packages."""
+    return [sys.executable, "-m", "pytest", str(SCENARIOS_DIR / suite), "-q",
+            "-c", str(SUITES_INI), f"--rootdir={SCENARIOS_DIR.parent}",
+            "-o", f"cache_dir={Path.cwd() / '.pytest_cache'}",
+            f"--junitxml={junit}", f"--provider={provider}", f"--results-dir={results_dir}",
+            f"--timeout-factor={timeout_factor()}", *pytest_args]
 
 
 def suites_table(results: list[SuiteResult]) -> Table:

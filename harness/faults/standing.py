@@ -22,6 +22,7 @@ from harness.lab.lab import LabAmphora
 from harness.lab.standing import StandingLab
 from harness.lab.standing_state import FaultRecord, StandingLabError
 from harness.observe.vip import answering_amphora
+from harness.polling import scaled
 
 AGENT_BACK_TIMEOUT_S = 90.0
 
@@ -109,7 +110,7 @@ def restore_amphora(lab: StandingLab, amphora: LabAmphora) -> None:
     listener it has is serving."""
     tenacity.Retrying(
         retry=tenacity.retry_if_exception_type((AmphoraAPIError, OSError)),
-        stop=tenacity.stop_after_delay(AGENT_BACK_TIMEOUT_S),
+        stop=tenacity.stop_after_delay(scaled(AGENT_BACK_TIMEOUT_S)),
         wait=tenacity.wait_fixed(1.0), reraise=True,
     )(amphora.client.get_info)
     down = [item["uuid"] for item in amphora.client.get_listeners()

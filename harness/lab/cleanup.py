@@ -2,7 +2,10 @@
 and gc removes what a killed process left (engine objects, work directories, host tables).
 
 Engine objects carry the owning process (see harness.lab.providers.base), so gc tells the
-leftovers of dead runs from labs a live process still uses.
+leftovers of dead runs from labs a live process still uses. A lab's work directory
+(/tmp/amphora-harness-<lab id>-*: its PKI, private keys included) carries its owner too, in a
+file: a process killed before its lab had any engine object leaves only that directory, and gc
+still finds it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from typing import Protocol
 
 from harness.lab.host_tables import remove_lab_tables
 from harness.lab.providers import labs_on_host
-from harness.lab.providers.base import Provider
+from harness.lab.providers.base import Provider, owner_alive, owner_token
+
+WORKDIR_PREFIX = "amphora-harness-"
+OWNER_FILE = "owner"
 
 
 class LiveLab(Protocol):
@@ -65,17 +71,49 @@ def _install_exit_hooks() -> None:
 
 def workdir_prefix(lab_id: str) -> str:
     """How the temporary work directory (PKI) of a lab is named, so gc finds it."""
-    return f"amphora-harness-{lab_id}-"
+    return f"{WORKDIR_PREFIX}{lab_id}-"
+
+
+def make_workdir(lab_id: str) -> Path:
+    """A new work directory for the lab, owned by this process."""
+    workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix(lab_id)))
+    (workdir / OWNER_FILE).write_text(owner_token())
+    return workdir
+
+
+def remove_workdirs(lab_id: str) -> None:
+    """Remove the lab's work directories (a lab `down` or gc removes, or a kept one)."""
+    for workdir in Path(tempfile.gettempdir()).glob(f"{workdir_prefix(lab_id)}*"):
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def orphaned_workdirs(existing_labs: frozenset[str], *, everything: bool = False) -> list[Path]:
+    """Work directories of labs that have nothing left in any engine and whose owner process is
+    gone (with everything: whatever their owner)."""
+    orphans = []
+    for workdir in sorted(Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*")):
+        owner = workdir / OWNER_FILE
+        if not owner.is_file():  # not a lab's (image builds use the prefix too)
+            continue
+        lab_id = workdir.name.removeprefix(WORKDIR_PREFIX).rpartition("-")[0]
+        if lab_id in existing_labs:
+            continue
+        if everything or not owner_alive(owner.read_text().strip()):
+            orphans.append(workdir)
+    return orphans
 
 
 def collect_leftovers(provider: Provider, *, include_kept: bool = True,
                       everything: bool = False) -> list[str]:
     """Remove labs whose owner process is gone (see Provider.gc) and their work directories
-    (PKI), and the fault tables of labs that are gone; returns the lab ids removed."""
+    (PKI), work directories of dead runs whose lab never got further, and the fault tables of
+    labs that are gone; returns the lab ids removed."""
     removed = provider.gc(include_kept=include_kept, everything=everything)
     for lab_id in removed:
-        for workdir in Path(tempfile.gettempdir()).glob(f"{workdir_prefix(lab_id)}*"):
-            shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdirs(lab_id)
+    existing = frozenset(lab.lab_id for lab in labs_on_host(provider))
+    for workdir in orphaned_workdirs(existing, everything=everything):
+        shutil.rmtree(workdir, ignore_errors=True)
     # Host tables (link faults) of every lab that no longer exists, under any provider.
-    remove_lab_tables(keep=frozenset(lab.lab_id for lab in labs_on_host(provider)))
+    remove_lab_tables(keep=existing)
     return removed

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -53,6 +52,7 @@ from harness.lab.providers.base import (
     Provider,
 )
 from harness.model.loadbalancer import MemberPort, VipPort, VipSubnet
+from harness.polling import scaled
 
 READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.25
@@ -121,7 +121,7 @@ class Lab:
         self._nodes_per_network = dict.fromkeys(NETWORK_ROLES, 0)
         self._vips = 0
         self._is_down = False
-        self.workdir = Path(tempfile.mkdtemp(prefix=cleanup.workdir_prefix(self.id)))
+        self.workdir = cleanup.make_workdir(self.id)
         self.pki = LabPKI(self.workdir / "pki")
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -287,13 +287,13 @@ class Lab:
         try:
             tenacity.Retrying(
                 retry=tenacity.retry_if_exception_type(retried),
-                stop=tenacity.stop_after_delay(READY_TIMEOUT_S),
+                stop=tenacity.stop_after_delay(scaled(READY_TIMEOUT_S)),
                 wait=tenacity.wait_fixed(READY_POLL_S),
                 reraise=True,
             )(attempt)
         except retried as exc:
             raise LabError(
-                f"{node.name} not ready after {READY_TIMEOUT_S:.0f}s ({exc}); its log:\n"
+                f"{node.name} not ready after {scaled(READY_TIMEOUT_S):.0f}s ({exc}); its log:\n"
                 f"{_tail(self.provider.logs(node))}"
             ) from exc
 
@@ -326,17 +326,20 @@ class Lab:
     def add_client(self) -> Node:
         """A node on the VIP network (a tenant's client VM): the member image, so it has
         python3 for probes, and answers as member 'client-N' if anything asks."""
-        number = len(self.clients)
+        label = self._client_label(len(self.clients))
         spec = self._node_spec(
             "client", "vip", self._node_address("vip"),
-            name=f"amphora-harness-{self.id}-client-{number}",
-            hostname=f"client-{number}",
+            name=f"amphora-harness-{self.id}-{label}",
+            hostname=label,
             image=self._image("member"),
-            command=("--id", f"client-{number}"),
+            command=("--id", label),
         )
         node = self.provider.boot(spec, keep=self.keep)
         self.clients.append(node)
         return node
+
+    def _client_label(self, number: int) -> str:
+        return f"client-{number}"
 
     def can_connect(self, node: Node, address: IPv4Address | str, port: int,
                     timeout_s: float = 3.0) -> bool:

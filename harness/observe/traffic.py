@@ -9,6 +9,9 @@ answer arriving at all), and which amphora carried each answer.
 A request not answered within `timeout` counts as failed. The default, 0.8 s, is below TCP's
 initial SYN retransmission time (1 s): a request only succeeds on its first SYN, so a success
 says the path worked when the request was sent, not a second later after a retransmission.
+
+Recorders in use are known (recorders_active_since), so a failure bundle (harness.observe.bundle)
+can keep the traffic of the test that failed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import itertools
 import json
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -26,6 +30,8 @@ from harness.observe.vip import ask
 from harness.polling import poll_until
 
 DEFAULT_TIMEOUT_S = 0.8
+# Every recorder started in this process that is still referenced somewhere.
+_STARTED: weakref.WeakSet[TimelineRecorder] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,7 @@ class TimelineRecorder:
         self._pool = ThreadPoolExecutor(max_workers=int(timeout / interval) + 8)
         self._thread = threading.Thread(target=self._schedule, name="timeline", daemon=True)
         self._t0 = 0.0
+        self.stopped_at: float | None = None  # time.monotonic()
 
     def __enter__(self) -> TimelineRecorder:
         self.start()
@@ -190,6 +197,7 @@ class TimelineRecorder:
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._thread.start()
+        _STARTED.add(self)
 
     def now(self) -> float:
         """Seconds since the recorder started, on the timeline's clock."""
@@ -211,6 +219,8 @@ class TimelineRecorder:
             )
 
     def stop(self) -> Timeline:
+        if self.stopped_at is None:
+            self.stopped_at = time.monotonic()
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=self.max_duration)
@@ -245,3 +255,10 @@ class TimelineRecorder:
         )
         with self._lock:
             self._timeline.samples.append(sample)
+
+
+def recorders_active_since(instant: float) -> list[TimelineRecorder]:
+    """Recorders (still referenced) that were recording at or after instant (time.monotonic()),
+    oldest first."""
+    active = [r for r in _STARTED if r.stopped_at is None or r.stopped_at >= instant]
+    return sorted(active, key=lambda r: r._t0)

@@ -51,6 +51,8 @@ _MATCH_FLAG = {
 # order keeps the file honest (and haproxy quiet).
 _ACTION_ORDER = [L7Action.REJECT, L7Action.REDIRECT_TO_URL, L7Action.REDIRECT_TO_POOL]
 _MAX_SOCKET_PATH = 97
+# The syslog socket of an amphora, where haproxy logs (Octavia's haproxy template names it too).
+LOG_SOCKET = "/run/rsyslog/octavia/log"
 
 
 @dataclass(kw_only=True)
@@ -74,6 +76,12 @@ class AmphoraPaths(Model):
     def ping_wrapper(self) -> str:
         """The PING monitor's external check, which the amphora image provides."""
         return f"{self.base_path}/ping-wrapper.sh"
+
+    @property
+    def log_socket(self) -> str:
+        """Where haproxy sends its log (syslog datagrams): the amphora's receiver listens there
+        (rsyslog on Octavia's amphora image, amphora-init on ours), at Octavia's path."""
+        return LOG_SOCKET
 
     @property
     def vrrp_check_script(self) -> str:

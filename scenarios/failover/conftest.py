@@ -37,8 +37,8 @@ def lab_shape() -> LabShape:
 
 
 @pytest.fixture(scope="session")
-def failover_results(request: pytest.FixtureRequest) -> Path:
-    return request.config.rootpath / "results" / "failover"
+def failover_results(results_dir: Path) -> Path:
+    return results_dir / "failover"
 
 
 @pytest.fixture(scope="module")

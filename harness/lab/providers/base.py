@@ -152,6 +152,10 @@ class Provider(abc.ABC):
         """Create the node, write spec.files into it, start it."""
 
     @abc.abstractmethod
+    def remove_node(self, node: Node) -> None:
+        """Delete the node and its ports (the VM is deleted); the rest of its lab stays."""
+
+    @abc.abstractmethod
     def attach_port(self, node: Node, network: Network) -> AttachedPort:
         """Hot-plug a new interface on network into a running node; the engine picks its
         address from the network's dynamic range."""

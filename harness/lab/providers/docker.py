@@ -193,6 +193,9 @@ class DockerProvider(Provider):
             api.start(node.handle)
         return node
 
+    def remove_node(self, node: Node) -> None:
+        self._remove_container(node.handle)
+
     def _remove_container(self, name: str) -> None:
         with _engine(f"removing {name}"):
             _ignore_missing(lambda: self.client.api.remove_container(name, force=True, v=True))

@@ -184,6 +184,15 @@ class NetnsProvider(Provider):
         self._start_init(spec.lab_id, spec.name)
         return Node(spec=spec, handle=spec.name)
 
+    def remove_node(self, node: Node) -> None:
+        lab_id = node.spec.lab_id
+        state = self.store.get(lab_id)
+        self._destroy_node(lab_id, state.node(node.name))
+        self._forget_ports(lab_id, state.ports_of(node.name))
+        with self.store.update(lab_id) as state:
+            state.nodes = [n for n in state.nodes if n.name != node.name]
+        shutil.rmtree(self.store.node_dir(lab_id, node.name), ignore_errors=True)
+
     def _make_port(self, state: LabState, port: PortRecord) -> None:
         bridge = state.bridge(port.network)
         # The node's end is made inside its namespace, so it never shows up on the host.
