@@ -8,6 +8,7 @@ import copy
 import dataclasses
 from collections.abc import Iterator
 
+import pytest
 import yaml
 
 from harness.model.loadbalancer import Model, ModelError
@@ -38,6 +39,10 @@ def put(obj, path: tuple, value) -> None:
     setattr(obj, last, value)
 
 
+@pytest.mark.driver_specific(
+    "harness", reason="the hostile values are refused by our model's grammars before any driver "
+    "runs; Octavia's API validates a load balancer before its driver sees it, so under Octavia's "
+    "driver this would check our model again, not the driver")
 def test_every_hostile_value_in_every_field_is_refused_and_the_amphora_is_untouched(
     load, deploy, amphora, vip_url, until
 ):

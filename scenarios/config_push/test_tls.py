@@ -12,7 +12,7 @@ import requests
 
 from harness.amphora_api.client import AmphoraAPIError
 from harness.amphora_api.pki import CertificateAuthority
-from harness.drivers.controller import md5_hex
+from harness.drivers.base import LoadBalancerDriver, StoredFile
 from harness.model.loadbalancer import Certificate
 
 HOSTS = {"default": "www.example.com", "site-a": "a.example.com", "site-b": "b.example.com"}
@@ -43,22 +43,30 @@ def der(certificate: Certificate) -> bytes:
     return ssl.PEM_cert_to_DER_cert(certificate.pem[begin:end].decode())
 
 
-def stored_md5(amphora, lb_id: str, certificate: Certificate) -> str | None:
+def stored_md5(amphora, lb_id: str, stored: StoredFile) -> str | None:
+    """The md5 of the file the agent keeps under stored's name (None: there is none)."""
     try:
-        return amphora.client.get_cert_md5(lb_id, f"{certificate.id}.pem")
+        return amphora.client.get_cert_md5(lb_id, stored.name)
     except AmphoraAPIError as exc:
         assert exc.status == 404
         return None
 
 
-def test_sni_rotation_and_deletion(load, deploy, amphora, vip, tenant_ca, http):
-    lb = load("https-sni", certificates={name: issue(tenant_ca, name) for name in HOSTS})
-    controller = deploy(lb)
-    https = lb.listener("https")
-    default, site_a, site_b = https.certificates
+@pytest.fixture
+def sni_lb(load, deploy, tenant_ca) -> LoadBalancerDriver:
+    """https-sni.yaml deployed. Where a certificate's file is and what it holds is the driver's
+    choice (ours: {certificate id}.pem with the bundle; Octavia's: {sha1 of the certificate}.pem
+    with certificate, key and chain): certificate_file() says."""
+    return deploy(load("https-sni", certificates={name: issue(tenant_ca, name)
+                                                  for name in HOSTS}))
 
+
+def test_sni_rotation_and_deletion(sni_lb, amphora, vip, tenant_ca, http):
+    lb = sni_lb.lb
+    default, site_a, site_b = lb.listener("https").certificates
     for cert in (default, site_a, site_b):
-        assert stored_md5(amphora, lb.id, cert) == md5_hex(cert.pem)
+        stored = sni_lb.certificate_file(cert)
+        assert stored_md5(amphora, lb.id, stored) == stored.md5
     assert served_certificate(vip, "a.example.com", tenant_ca) == der(site_a)
     assert served_certificate(vip, "b.example.com", tenant_ca) == der(site_b)
     assert served_certificate(vip, "unknown.example.com", tenant_ca) == der(default)
@@ -67,13 +75,28 @@ def test_sni_rotation_and_deletion(load, deploy, amphora, vip, tenant_ca, http):
     assert answer["forwarded_proto"] == "https"
 
     renewed = Certificate(name="site-a", pem=issue(tenant_ca, "site-a"))
-    controller.rotate_certificate(site_a, renewed)
+    sni_lb.rotate_certificate(site_a, renewed)
     assert served_certificate(vip, "a.example.com", tenant_ca) == der(renewed)
-    assert stored_md5(amphora, lb.id, renewed) == md5_hex(renewed.pem)
-    assert stored_md5(amphora, lb.id, site_a) is None
+    stored = sni_lb.certificate_file(renewed)
+    assert stored_md5(amphora, lb.id, stored) == stored.md5
+    files = [sni_lb.certificate_file(cert) for cert in (default, renewed, site_b)]
 
-    controller.delete()
-    for cert in (default, renewed, site_b):
-        assert stored_md5(amphora, lb.id, cert) is None
+    sni_lb.delete()
+    for stored in files:
+        assert stored_md5(amphora, lb.id, stored) is None
     with pytest.raises(requests.ConnectionError):
         http.get(f"https://{vip}/", verify=False, timeout=5)
+
+
+@pytest.mark.driver_xfail(
+    "octavia", reason="Octavia's HaproxyAmphoraLoadBalancerDriver.update_amphora_listeners "
+    "(octavia/amphorae/drivers/haproxy/rest_api_driver.py) uploads a listener's new certificate "
+    "but deletes no certificate file no listener uses any more: the rotated-out certificate and "
+    "its private key stay on the amphora until the listener is deleted")
+def test_a_rotated_out_certificate_leaves_no_file_behind(sni_lb, amphora, tenant_ca):
+    lb = sni_lb.lb
+    site_a = lb.listener("https").certificates[1]
+    old = sni_lb.certificate_file(site_a)
+    assert stored_md5(amphora, lb.id, old) == old.md5
+    sni_lb.rotate_certificate(site_a, Certificate(name="site-a", pem=issue(tenant_ca, "site-a")))
+    assert stored_md5(amphora, lb.id, old) is None
