@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-SCHEMA = "amphora-harness.bench.run/1"
+SCHEMA = "amphora-harness.bench/1"
 
 
 class ResultsError(ValueError):

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import psutil
 
-LAB_LABEL = "amphora-harness.lab.lab"
+LAB_LABEL = "amphora-harness.lab"
 OWNER_LABEL = "amphora-harness.owner"
 # Set on labs started with --keep-lab: the plugin's start-of-session gc leaves them alone.
 KEEP_LABEL = "amphora-harness.keep"
