@@ -74,8 +74,9 @@ from harness.observe.traffic import recorders_active_since
 from harness.paths import SCENARIOS_DIR, default_results_dir
 from harness.polling import parse_timeout_factor, scaled, set_timeout_factor
 
-# The driver options and fixtures (--driver, --octavia-source) live in their own module.
-pytest_plugins = ["harness.pytest_drivers"]
+# The driver options and fixtures (--driver, --octavia-source) live in their own module, and so
+# do the options and hooks of runs spread over workers and engines (--docker-host, xdist).
+pytest_plugins = ["harness.pytest_drivers", "harness.pytest_distributed"]
 
 LAB_FIXTURES = {"lab_factory", "lab_provider"}
 LAB_TEST_TIMEOUT_S = 300.0
@@ -275,9 +276,9 @@ def results_dir(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab_provider(request: pytest.FixtureRequest) -> Provider:
+def lab_provider(request: pytest.FixtureRequest, docker_host: str | None) -> Provider:
     try:
-        provider = make_provider(request.config.getoption("--provider"))
+        provider = make_provider(request.config.getoption("--provider"), docker_host=docker_host)
         removed = collect_leftovers(provider, include_kept=False)
     except ProviderError as exc:
         pytest.fail(str(exc), pytrace=False)

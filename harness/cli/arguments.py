@@ -39,6 +39,11 @@ def shared_options() -> argparse.ArgumentParser:
         "--results-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
         help=f"where results go (default: ${RESULTS_DIR_ENV}, else ./results)")
     parser.add_argument(
+        "--docker-host", action="append", dest="docker_hosts", metavar="URL",
+        default=argparse.SUPPRESS,
+        help="a Docker Engine for labs (DOCKER_HOST syntax), repeatable; `run` spreads its "
+        "pytest workers (-- -n N) over them (default: $DOCKER_HOST, else the local socket)")
+    parser.add_argument(
         "--timeout-factor", type=timeout_factor, metavar="F", default=argparse.SUPPRESS,
         help=f"scale every lab wait by F, for slow runners (default: ${TIMEOUT_FACTOR_ENV}, "
         "else 1)")
@@ -66,6 +71,8 @@ def fill_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             parser.error(f"{PROVIDER_ENV}={name!r} names no provider "
                          f"(there are {', '.join(PROVIDERS)})")
         args.provider = name
+    if "docker_hosts" not in args:
+        args.docker_hosts = []
     if "results_dir" not in args:
         args.results_dir = default_results_dir()
     args.results_dir = args.results_dir.absolute()
@@ -91,7 +98,8 @@ def non_negative_int(text: str) -> int:
 
 
 def provider_of(args: argparse.Namespace) -> Provider:
-    return make_provider(args.provider)
+    """The provider --provider names, on the first --docker-host (for a docker provider)."""
+    return make_provider(args.provider, docker_host=next(iter(args.docker_hosts), None))
 
 
 @contextmanager

@@ -176,8 +176,21 @@ class Lab:
                 self.provider.teardown(self.id)
                 continue
             self.index = index
+            self._check_reachable()
             return
         raise LabError(f"no free address block for a lab in {LAB_ADDRESS_SPACE}")
+
+    def _check_reachable(self) -> None:
+        """The harness reaches a lab from this host through the bridges' gateway addresses
+        (agent API, traffic, probes, heartbeats). An engine on another machine, or in another
+        network namespace, puts them where this host holds no address: refuse such a lab
+        plainly instead of timing out on every request to it."""
+        if self.index not in lab_indexes_on_host():
+            raise LabError(
+                f"the {self.provider.name} provider made this lab's networks where this host "
+                f"has no address (not {self.gateway('lb-mgmt')}): a Docker Engine on another "
+                "machine or network namespace. Labs on such engines are not supported yet: the "
+                "agent client, traffic and the heartbeat receiver reach a lab from this host")
 
     def _save_logs(self) -> None:
         if self.results_dir is None:

@@ -9,7 +9,6 @@ whether the test passed or not.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.factory import DriverFactory
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model.yaml_loader import load_lb
+from harness.observe.results_file import merge_json_entries
 from harness.observe.traffic import TimelineRecorder
 from harness.pytest_plugin import LabShape
 from scenarios.failover.pair import (
@@ -86,15 +86,13 @@ def pair(pair_under_test: Pair) -> Pair:
 
 @pytest.fixture(scope="module")
 def measured_outages(failover_results: Path) -> Iterator[dict[str, dict[str, float]]]:
-    """What each fault cost clients (pair.disruption), written to results/failover/outages.json
-    when the module ends."""
+    """What each fault cost clients (pair.disruption), merged into results/failover/outages.json
+    when the module ends, under a file lock: with pytest-xdist each worker ends its own copy of
+    the module, and every worker's entries must stay."""
     outages: dict[str, dict[str, float]] = {}
     yield outages
     if outages:
-        failover_results.mkdir(parents=True, exist_ok=True)
-        path = failover_results / "outages.json"
-        previous = json.loads(path.read_text()) if path.is_file() else {}
-        path.write_text(json.dumps(previous | outages, indent=1, sort_keys=True))
+        merge_json_entries(failover_results / "outages.json", outages)
 
 
 @pytest.fixture

@@ -7,12 +7,16 @@ from harness.lab.providers.base import LabOwnership, Provider, ProviderError
 PROVIDERS = ("docker", "netns")
 
 
-def make_provider(name: str) -> Provider:
-    """The provider called name, connected and ready; ProviderError if it cannot be."""
+def make_provider(name: str, docker_host: str | None = None) -> Provider:
+    """The provider called name, connected and ready; ProviderError if it cannot be.
+    docker_host: the Docker Engine's URL (DOCKER_HOST syntax; None: the environment's)."""
     if name == "docker":
         from harness.lab.providers.docker import DockerProvider
 
-        return DockerProvider()
+        return DockerProvider(docker_host=docker_host)
+    if docker_host is not None:
+        raise ProviderError(f"a Docker Engine ({docker_host}) was named, but the {name} provider "
+                            "runs labs on this host without one")
     if name == "netns":
         from harness.lab.providers.netns import NetnsProvider
 

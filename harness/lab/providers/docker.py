@@ -9,6 +9,7 @@ the MAC); a cut link is the host-side veth of that interface going down.
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import tarfile
@@ -106,9 +107,16 @@ def _ignore_missing(action: Callable[[], T]) -> T | None:
 class DockerProvider(Provider):
     name = "docker"
 
-    def __init__(self, client: docker.DockerClient | None = None) -> None:
-        with _engine("connecting to the Docker Engine"):
-            self.client = client or docker.from_env()
+    def __init__(self, client: docker.DockerClient | None = None,
+                 docker_host: str | None = None) -> None:
+        """docker_host: the engine's URL (DOCKER_HOST syntax); None: the environment's. The
+        environment's TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) apply either way."""
+        self.docker_host = docker_host or os.environ.get("DOCKER_HOST")
+        environment = dict(os.environ)
+        if docker_host is not None:
+            environment["DOCKER_HOST"] = docker_host
+        with _engine(f"connecting to the Docker Engine {self.docker_host or '(local socket)'}"):
+            self.client = client or docker.from_env(environment=environment)
             self.client.ping()
         self.owner = owner_token()
         self._nofile_allowed = True
