@@ -5,14 +5,16 @@
     amphora-harness status | shell AMP | logs NODE | push LB-FILE | traffic
     amphora-harness fault KIND [AMP...] | heal
     amphora-harness down                 remove the lab
-    amphora-harness run [SUITE...]       scenario suites, then a results table
+    amphora-harness run [SUITE...]       scenario suites, then a results table (--shard I/K)
+    amphora-harness merge RUN_DIR...     the shards' reports joined into one table
     amphora-harness bench [--quick]      performance metrics into results/bench/
     amphora-harness gc                   remove what runs that are gone left behind
 
---provider, --results-dir and --timeout-factor go before or after the command (the provider's
-default: $AMPHORA_HARNESS_PROVIDER, else docker). Errors print as one readable line and exit
-non-zero (1; 3 when the bench finds a regression; 130 on Ctrl-C and 143 on SIGTERM, after the
-labs the command was building are torn down); progress goes to stderr, results to stdout.
+--provider, --docker-host, --results-dir and --timeout-factor go before or after the command
+(the provider's default: $AMPHORA_HARNESS_PROVIDER, else docker). Errors print as one readable
+line and exit non-zero (1; 3 when the bench finds a regression; 130 on Ctrl-C and 143 on
+SIGTERM, after the labs the command was building are torn down); progress goes to stderr,
+results to stdout.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 import traceback
 from datetime import UTC, datetime
 
-from harness.cli import bench, console, faults, images, lab, push, suites
+from harness.cli import bench, console, faults, images, lab, merge, push, suites
 from harness.cli.arguments import fill_defaults, shared_options
 from harness.cli.console import CONSOLE, CommandError
 from harness.cli.signals import Terminated, sigterm_exits_through_finally
@@ -31,7 +33,7 @@ from harness.distribution import package_version
 
 DEBUG_ENV = "AMPHORA_HARNESS_DEBUG"
 # Each registers its commands; this order is the order of `--help`.
-COMMAND_GROUPS = (images, lab, push, faults, suites, bench)
+COMMAND_GROUPS = (images, lab, push, faults, suites, merge, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

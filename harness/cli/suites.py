@@ -21,14 +21,51 @@ from pathlib import Path
 from rich.table import Table
 
 from harness.cli import console
-from harness.cli.arguments import add_command, provider_of
+from harness.cli.arguments import add_command
 from harness.cli.console import CONSOLE, OUT, CommandError, step
 from harness.cli.signals import run_forwarding_signals
+from harness.lab.providers import make_provider
 from harness.paths import SCENARIOS_DIR
 from harness.polling import timeout_factor
 
 CORE_SUITES = ("smoke", "config_push", "failover", "stats")
 SUITES_INI = SCENARIOS_DIR / "suites.ini"
+# Recorded durations of the suites' tests (pytest-split's format: node id -> seconds), which
+# balance the shards of `run --shard I/K`. Refresh with
+#   python3 -m pytest scenarios/<suite>... --store-durations --durations-path <this file>
+TEST_DURATIONS = SCENARIOS_DIR / "test_durations.json"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (1-based, as pytest-split's --group counts)."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def pytest_args(self) -> list[str]:
+        # duration_based_chunks cuts the suite's tests, in their order, into consecutive runs
+        # of about equal recorded time: a module's tests mostly stay together, and a module's
+        # lab is made by one shard only.
+        return [f"--splits={self.count}", f"--group={self.index}",
+                f"--durations-path={TEST_DURATIONS}",
+                "--splitting-algorithm=duration_based_chunks"]
+
+
+def shard(text: str) -> Shard:
+    """I/K on the command line: 1 <= I <= K."""
+    index, slash, count = text.partition("/")
+    try:
+        parsed = Shard(int(index), int(count))
+    except ValueError:
+        parsed = None
+    if not slash or parsed is None or not 1 <= parsed.index <= parsed.count:
+        raise argparse.ArgumentTypeError(f"{text!r} is no shard: give I/K with 1 <= I <= K, "
+                                         "e.g. 2/4")
+    return parsed
 
 
 @dataclass(frozen=True)
@@ -55,7 +92,12 @@ def parse_junit(path: Path, suite: str, exit_code: int, duration_s: float) -> Su
     except (OSError, ET.ParseError):
         # No report: pytest did not get as far as writing one (a usage or collection error).
         return SuiteResult(suite, 0, 0, 1, 0, duration_s, exit_code, ("no JUnit report",))
-    cases = list(root.iter("testcase"))
+    return suite_result(suite, list(root.iter("testcase")), exit_code, duration_s)
+
+
+def suite_result(suite: str, cases: list[ET.Element], exit_code: int,
+                 duration_s: float) -> SuiteResult:
+    """Totals of a suite's JUnit testcase elements (of one report, or of its shards')."""
     failures, skipped = [], 0
     for case in cases:
         outcome = {child.tag for child in case}
@@ -81,19 +123,26 @@ def run(args: argparse.Namespace) -> None:
     unknown = [s for s in suites if s not in known]
     if unknown:
         raise CommandError(f"no suite {', '.join(unknown)} (there are {', '.join(known)})")
-    provider = provider_of(args)
-    for name in ("amphora", "member"):
-        with step(f"image {name}"):
-            provider.ensure_image(name)
-    out_dir = console.RESULTS_DIR / "run" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for engine in args.docker_hosts or [None]:
+        provider = make_provider(args.provider, docker_host=engine)
+        for name in ("amphora", "member"):
+            with step(f"image {name}" + (f" on {engine}" if engine else "")):
+                provider.ensure_image(name)
+    run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.shard is not None:
+        run_name += f"-shard-{args.shard.index}-of-{args.shard.count}"
+    out_dir = console.RESULTS_DIR / "run" / run_name
     out_dir.mkdir(parents=True, exist_ok=True)
+    pytest_args = [*(f"--docker-host={engine}" for engine in args.docker_hosts),
+                   *args.pytest_args]
     results = []
     for suite in suites:
         CONSOLE.rule(f"suite {suite}")
         junit = out_dir / f"{suite}.xml"
         started = time.monotonic()
         child = run_forwarding_signals(
-            suite_argv(suite, junit, args.provider, console.RESULTS_DIR, args.pytest_args),
+            suite_argv(suite, junit, args.provider, console.RESULTS_DIR, pytest_args,
+                       args.shard),
             cwd=Path.cwd())
         results.append(parse_junit(junit, suite, child.exit_code, time.monotonic() - started))
         if child.signal is not None:
@@ -112,14 +161,16 @@ def run(args: argparse.Namespace) -> None:
 
 
 def suite_argv(suite: str, junit: Path, provider: str, results_dir: Path,
-               pytest_args: list[str]) -> list[str]:
-    """The pytest command of one suite. --rootdir: node ids read scenarios/<suite>/... whether
-    the suites sit in a checkout or in site-packages."""
+               pytest_args: list[str], shard: Shard | None = None) -> list[str]:
+    """The pytest command of one suite (of its shard's tests, given a shard). --rootdir: node
+    ids read scenarios/<suite>/... whether the suites sit in a checkout or in site-packages,
+    as in the recorded durations."""
     return [sys.executable, "-m", "pytest", str(SCENARIOS_DIR / suite), "-q",
             "-c", str(SUITES_INI), f"--rootdir={SCENARIOS_DIR.parent}",
             "-o", f"cache_dir={Path.cwd() / '.pytest_cache'}",
             f"--junitxml={junit}", f"--provider={provider}", f"--results-dir={results_dir}",
-            f"--timeout-factor={timeout_factor()}", *pytest_args]
+            f"--timeout-factor={timeout_factor()}",
+            *(shard.pytest_args() if shard is not None else []), *pytest_args]
 
 
 def suites_table(results: list[SuiteResult]) -> Table:
@@ -145,4 +196,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         description=f"Run scenario suites (default: {', '.join(CORE_SUITES)}), each with a "
         "JUnit report under results/run/. Arguments after -- go to pytest.")
     suites.add_argument("suites", nargs="*", metavar="SUITE")
+    suites.add_argument(
+        "--shard", type=shard, metavar="I/K",
+        help="run only shard I of K of each suite, balanced by the recorded test durations "
+        "(pytest-split); join the shards' reports with `amphora-harness merge`")
     suites.set_defaults(func=run, pytest_args=[])
