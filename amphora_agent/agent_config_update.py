@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 from amphora_agent.config import AgentConfig, ConfigError, parse_config
-from amphora_agent.context import AgentContext
 from amphora_agent.fsutil import atomic_write
 
 # The options a running agent applies without a restart.
@@ -23,10 +22,10 @@ def live_update(current: AgentConfig, new: AgentConfig) -> AgentConfig:
     return dataclasses.replace(current, **{name: getattr(new, name) for name in LIVE_OPTIONS})
 
 
-def update_agent_config(context: AgentContext, data: bytes) -> None:
-    """Validate, persist and apply a new config file; raises ConfigError and changes nothing
-    when it is not acceptable."""
-    current = context.config
+def update_agent_config(current: AgentConfig, data: bytes) -> AgentConfig:
+    """Validate and persist a new config file; returns the configuration to run with now
+    (current with the live options of the new file). Raises ConfigError and changes nothing
+    when the file is not acceptable."""
     if current.source_file is None:
         raise ConfigError("the agent was not started from a config file")
     try:
@@ -38,8 +37,4 @@ def update_agent_config(context: AgentContext, data: bytes) -> None:
         atomic_write(current.source_file, data, mode=0o600)
     except OSError as exc:
         raise ConfigError(f"cannot write {current.source_file}: {exc.strerror}") from exc
-    # AgentConfig is frozen: readers keep a consistent object, the context gets a new one.
-    context.config = live_update(current, new)
-    heartbeat = context.services.get("heartbeat")
-    if heartbeat is not None:
-        heartbeat.wake()
+    return live_update(current, new)

@@ -28,7 +28,6 @@ class AgentConfig:
     bind_port: int = 9443
     haproxy_cmd: str = "/usr/sbin/haproxy"
     agent_request_read_timeout: float = 180.0
-    agent_server_network_dir: Path = Path("/etc/network/interfaces.d")
     loadbalancer_topology: str = "SINGLE"
     controller_ip_port_list: tuple[tuple[str, int], ...] = ()
     heartbeat_interval: float = 10.0
@@ -128,10 +127,6 @@ def parse_config(text: str, source_file: Path | None = None) -> AgentConfig:
             agent_request_read_timeout=_positive(
                 get("amphora_agent", "agent_request_read_timeout",
                     str(defaults.agent_request_read_timeout)), "agent_request_read_timeout"
-            ),
-            agent_server_network_dir=Path(
-                get("amphora_agent", "agent_server_network_dir",
-                    str(defaults.agent_server_network_dir))
             ),
             loadbalancer_topology=_topology(get(
                 "controller_worker", "loadbalancer_topology", defaults.loadbalancer_topology)),

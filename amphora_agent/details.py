@@ -1,6 +1,6 @@
 """The figures of GET /1.0/info and /1.0/details, measured on the host the agent runs on.
 
-Units follow the Amphora API's specification: memory and disk in kB; CPU times in clock ticks
+Units follow Octavia's Amphora API reference: memory and disk in kB; CPU times in clock ticks
 since boot (Octavia reads them straight from /proc/stat); network byte counters per interface
 of the data-plane namespace (the agent's own namespace when none is configured).
 """

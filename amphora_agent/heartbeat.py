@@ -4,10 +4,10 @@ The datagram is zlib.compress(json, 9) followed by the hex HMAC-SHA256 of the co
 under heartbeat_key. The JSON is Octavia's message version 3: listener status and statistics
 deltas from each running haproxy's stats socket, and pool/member statuses.
 
-The sender reads the configuration from the agent context at every tick, so a PUT /1.0/config
-that changes the interval, the key or the controllers takes effect at once (wake() cuts the
-current wait short). Nothing that goes wrong in one tick (an unresolvable controller, an
-unreachable network, a haproxy that does not answer) stops the thread.
+A PUT /1.0/config that changes the interval, the key or the controllers hands the sender the new
+configuration (reconfigure()), which takes effect at once: the current wait is cut short.
+Nothing that goes wrong in one tick (an unresolvable controller, an unreachable network, a
+haproxy that does not answer) stops the thread.
 
 Deltas across a reload (stats_counters.py does the per-worker arithmetic): the worker a reload
 replaces keeps accepting connections until the new one has taken the listeners over, then
@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amphora_agent.context import AgentContext
+from amphora_agent.config import AgentConfig
 from amphora_agent.haproxy import RELOAD_TIMEOUT_S, HaproxySupervisor
 from amphora_agent.haproxy_config import HaproxyConfig
 from amphora_agent.haproxy_stats import HaproxyStats, StatsSession, member_status, read_stats
+from amphora_agent.keepalived import KeepalivedSupervisor
 from amphora_agent.processes import POLL_S
 from amphora_agent.stats_counters import StatsCounters
 
@@ -205,9 +206,11 @@ def _pool_statuses(rows: list[dict[str, str]], pool_names: Collection[str]) -> d
 class HeartbeatSender:
     """The background thread that sends heartbeats."""
 
-    def __init__(self, context: AgentContext, collector: HealthCollector) -> None:
-        self._context = context
+    def __init__(self, config: AgentConfig, collector: HealthCollector,
+                 keepalived: KeepalivedSupervisor) -> None:
+        self._config = config
         self._collector = collector
+        self._keepalived = keepalived
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._sockets: dict[int, socket.socket] = {}
@@ -227,8 +230,10 @@ class HeartbeatSender:
         for sock in self._sockets.values():
             sock.close()
 
-    def wake(self) -> None:
-        """Send the next heartbeat now (after a configuration change)."""
+    def reconfigure(self, config: AgentConfig) -> None:
+        """Use config's interval, key and controllers from now on, starting with a heartbeat
+        sent at once."""
+        self._config = config
         self._wake.set()
 
     def _run(self) -> None:
@@ -238,7 +243,7 @@ class HeartbeatSender:
                 self.send_once()
             except Exception:  # the thread must outlive any one bad tick
                 LOG.exception("heartbeat tick failed")
-            interval = max(self._context.config.heartbeat_interval, MIN_INTERVAL_S)
+            interval = max(self._config.heartbeat_interval, MIN_INTERVAL_S)
             self._wake.wait(interval)
             self._wake.clear()
 
@@ -252,11 +257,11 @@ class HeartbeatSender:
 
     def send_once(self) -> int:
         """Build one message and send it to every controller; returns how many got it."""
-        config = self._context.config
+        config = self._config
         if not config.controller_ip_port_list:
             return 0  # keep the deltas for when a controller is configured
-        keepalived = self._context.services.get("keepalived")
-        if keepalived is not None and keepalived.configured() and not keepalived.is_running():
+        keepalived = self._keepalived
+        if keepalived.configured() and not keepalived.is_running():
             # As Octavia's amphorae: silence makes the controller fail this amphora over.
             LOG.warning("keepalived is configured but not running: no heartbeat")
             return 0
@@ -278,10 +283,10 @@ class HeartbeatSender:
         return True
 
 
-def start_heartbeat(context: AgentContext) -> HeartbeatSender:
-    """Start sending heartbeats for the agent in context (its haproxy supervisor must exist)."""
-    counters = StatsCounters(context.config.base_path / COUNTERS_FILE)
-    sender = HeartbeatSender(context, HealthCollector(context.services["haproxy"], counters))
-    context.services["heartbeat"] = sender
+def start_heartbeat(config: AgentConfig, haproxy: HaproxySupervisor,
+                    keepalived: KeepalivedSupervisor) -> HeartbeatSender:
+    """Start sending heartbeats about the load balancers of haproxy."""
+    counters = StatsCounters(config.base_path / COUNTERS_FILE)
+    sender = HeartbeatSender(config, HealthCollector(haproxy, counters), keepalived)
     sender.start()
     return sender

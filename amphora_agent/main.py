@@ -13,7 +13,6 @@ from pathlib import Path
 from amphora_agent import netns
 from amphora_agent.app import create_app
 from amphora_agent.config import AgentConfig, ConfigError, load_config
-from amphora_agent.context import AgentContext
 from amphora_agent.desired_state import DESIRED_STATE_FILE, DesiredState
 from amphora_agent.fsutil import remove_stale_temp_files
 from amphora_agent.haproxy import HaproxySupervisor
@@ -22,7 +21,8 @@ from amphora_agent.keepalived import KeepalivedSupervisor
 from amphora_agent.ping_wrapper import install_ping_wrapper
 from amphora_agent.plug import Plugger
 from amphora_agent.restore import restore_data_plane
-from amphora_agent.server import AgentServer, make_tls_context
+from amphora_agent.server import AgentServer, ServerTls, make_tls_context
+from amphora_agent.services import AgentServices
 from amphora_agent.vip_firewall import VipFirewall
 
 LOG = logging.getLogger("amphora_agent")
@@ -73,27 +73,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amphora-agent: {exc}", file=sys.stderr)
         return 2
 
-    context = AgentContext(config=config)
     try:
         prepare_host(config)
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"amphora-agent: cannot prepare the host: {exc}", file=sys.stderr)
         return 2
-    haproxy = context.services["haproxy"] = adopt_haproxy(config)
+    haproxy = adopt_haproxy(config)
     # keepalived, like haproxy, outlives the agent and is found again through its pid file.
-    keepalived = context.services["keepalived"] = KeepalivedSupervisor(config)
-    desired = context.services["desired_state"] = DesiredState(
-        config.base_path / DESIRED_STATE_FILE)
+    keepalived = KeepalivedSupervisor(config)
+    desired = DesiredState(config.base_path / DESIRED_STATE_FILE)
+    plugger = Plugger.for_config(config)
+    firewall = VipFirewall(config)
     # After a reboot of the amphora nothing of the data plane is left: bring back what the
     # controller last asked for (after an agent-only restart everything runs and this is a no-op).
-    restore_data_plane(Plugger.for_config(config), desired, haproxy, keepalived,
-                       VipFirewall(config))
-    start_heartbeat(context)
-    app = create_app(context)
-    server = AgentServer(
-        config.bind_host, config.bind_port, app, tls, config.agent_request_read_timeout
+    restore_data_plane(plugger, desired, haproxy, keepalived, firewall)
+    agent = AgentServices(
+        config=config, haproxy=haproxy, keepalived=keepalived, desired=desired, plugger=plugger,
+        firewall=firewall, heartbeat=start_heartbeat(config, haproxy, keepalived),
+        server_tls=ServerTls(tls),
     )
-    context.server = server
+    server = AgentServer(config.bind_host, config.bind_port, create_app(agent),
+                         agent.server_tls, config.agent_request_read_timeout)
 
     def stop(signum, _frame) -> None:
         LOG.info("signal %s: shutting down (haproxy and keepalived keep running)", signum)

@@ -21,7 +21,7 @@ MIN_MTU, MAX_MTU = 68, 65535
 
 
 class PlugRequestError(ValueError):
-    """A 400: message is the contract's text, details says what exactly is wrong."""
+    """A 400: message is the API's wording, details says what exactly is wrong."""
 
     def __init__(self, message: str, details: str) -> None:
         super().__init__(f"{message}: {details}")

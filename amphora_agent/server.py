@@ -36,6 +36,17 @@ def make_tls_context(server_pem: Path, ca_pem: Path) -> ssl.SSLContext:
     return context
 
 
+class ServerTls:
+    """The TLS context every newly accepted connection gets; PUT /1.0/certificate replaces it
+    (connections already established keep theirs)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+
+    def replace(self, context: ssl.SSLContext) -> None:
+        self.context = context
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         LOG.info('%s "%s" %s %s', self.address_string(), self.requestline, code, size)
@@ -56,7 +67,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class AgentServer(ThreadedWSGIServer):
-    """A threaded WSGI server that speaks mutual TLS with a replaceable certificate."""
+    """A threaded WSGI server that speaks mutual TLS with the certificate of a ServerTls."""
 
     daemon_threads = True
 
@@ -65,19 +76,16 @@ class AgentServer(ThreadedWSGIServer):
         host: str,
         port: int,
         app: Flask,
-        context: ssl.SSLContext,
+        server_tls: ServerTls,
         read_timeout: float,
     ) -> None:
         handler = type("AgentHandler", (_QuietHandler,), {"timeout": read_timeout})
         super().__init__(host, port, app, handler=handler)
+        self.server_tls = server_tls
         # Set after the base class ran, so the listening socket stays plain (see module doc);
-        # werkzeug reads it to report wsgi.url_scheme = https.
-        self.ssl_context = context
+        # werkzeug only reads it to report wsgi.url_scheme = https.
+        self.ssl_context = server_tls.context
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-
-    def replace_context(self, context: ssl.SSLContext) -> None:
-        """Serve a new certificate to every connection accepted from now on."""
-        self.ssl_context = context
 
     def process_request(self, request, client_address) -> None:
         if not self._slots.acquire(blocking=False):
@@ -110,7 +118,7 @@ class AgentServer(ThreadedWSGIServer):
             # Responses go out in several small writes (TLS records); without NODELAY, Nagle
             # and delayed ACKs add ~40 ms to every request.
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            tls = self.ssl_context.wrap_socket(
+            tls = self.server_tls.context.wrap_socket(
                 request, server_side=True, do_handshake_on_connect=False
             )
             tls.do_handshake()

@@ -1,1 +1,1 @@
-"""HTTP routes of the Amphora API, one module per area."""
+"""Request handlers of the Amphora API, one module per area; app.py maps routes to them."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from flask import Blueprint, jsonify
+from flask import Response, jsonify
 
-from amphora_agent import API_VERSION
 from amphora_agent.certificates import (
     NO_CERTIFICATE,
     CertificateError,
@@ -15,20 +14,14 @@ from amphora_agent.certificates import (
     validate_key_and_certificate,
     validate_lb_file,
 )
-from amphora_agent.context import ctx
 from amphora_agent.errors import APIError
 from amphora_agent.fsutil import atomic_write
 from amphora_agent.server import make_tls_context
+from amphora_agent.services import AgentServices
 from amphora_agent.validation import is_cert_filename, is_uuid, read_body
 
-blueprint = Blueprint("certificate", __name__)
-PREFIX = f"/{API_VERSION}"
-CERT_ROUTE = f"{PREFIX}/loadbalancer/<lb_id>/certificates/<filename>"
-# Serializes server certificate rotations (file write + TLS context swap).
-SERVER_CERT_LOCK = "server-certificate"
 
-
-def _cert_path(lb_id: str, filename: str, *, uploading: bool) -> Path:
+def _cert_path(agent: AgentServices, lb_id: str, filename: str, *, uploading: bool) -> Path:
     """The file for (lb_id, filename), refusing any name that is not safe to join."""
     if not is_cert_filename(filename):
         raise APIError(400, "Filename has wrong format")
@@ -36,19 +29,17 @@ def _cert_path(lb_id: str, filename: str, *, uploading: bool) -> Path:
         if uploading:
             raise APIError(400, "Invalid request", "load balancer ids must be UUIDs")
         raise APIError(404, "Loadbalancer Not Found", f"No loadbalancer with UUID: {lb_id}")
-    return ctx().config.base_cert_dir / lb_id / filename
+    return agent.config.base_cert_dir / lb_id / filename
 
 
-@blueprint.put(CERT_ROUTE)
-def upload_certificate(lb_id: str, filename: str):
-    path = _cert_path(lb_id, filename, uploading=True)
-    context = ctx()
-    body = read_body(context.config.max_request_body_bytes)
+def upload_certificate(agent: AgentServices, lb_id: str, filename: str) -> Response:
+    path = _cert_path(agent, lb_id, filename, uploading=True)
+    body = read_body(agent.config.max_request_body_bytes)
     try:
         validate_lb_file(body)
     except CertificateError as exc:
         raise APIError(400, str(exc)) from exc
-    with context.lock(lb_id):
+    with agent.lb_locks(lb_id):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(path, body, mode=0o600)
     response = jsonify(message="OK")
@@ -56,10 +47,9 @@ def upload_certificate(lb_id: str, filename: str):
     return response
 
 
-@blueprint.get(CERT_ROUTE)
-def get_certificate_md5(lb_id: str, filename: str):
+def get_certificate_md5(agent: AgentServices, lb_id: str, filename: str) -> Response:
     """The md5 of a stored file; never the file itself (it holds a private key)."""
-    path = _cert_path(lb_id, filename, uploading=False)
+    path = _cert_path(agent, lb_id, filename, uploading=False)
     try:
         md5sum = md5_hex(path.read_bytes())
     except FileNotFoundError as exc:
@@ -70,24 +60,21 @@ def get_certificate_md5(lb_id: str, filename: str):
     return response
 
 
-@blueprint.delete(CERT_ROUTE)
-def delete_certificate(lb_id: str, filename: str):
-    path = _cert_path(lb_id, filename, uploading=False)
-    with ctx().lock(lb_id):
+def delete_certificate(agent: AgentServices, lb_id: str, filename: str) -> Response:
+    path = _cert_path(agent, lb_id, filename, uploading=False)
+    with agent.lb_locks(lb_id):
         path.unlink(missing_ok=True)
     return jsonify(message="OK")
 
 
-@blueprint.put(f"{PREFIX}/certificate")
-def rotate_server_certificate():
+def rotate_server_certificate(agent: AgentServices) -> Response:
     """Store a new server certificate and serve it to every connection accepted from now on.
 
     The context is swapped before the response goes out: the connection carrying this request
     finished its handshake long ago and keeps its session, while a client that reconnects right
     after reading the answer must already see the new certificate.
     """
-    context = ctx()
-    config = context.config
+    config = agent.config
     body = read_body(config.max_request_body_bytes)
     try:
         validate_key_and_certificate(body)
@@ -102,14 +89,13 @@ def rotate_server_certificate():
         except ssl.SSLError as exc:
             raise CertificateError(NO_CERTIFICATE) from exc
 
-    with context.lock(SERVER_CERT_LOCK):
+    with agent.server_cert_lock:
         try:
             atomic_write(config.agent_server_cert, body, mode=0o600,
                          validate=load_as_server_context)
         except CertificateError as exc:
             raise APIError(400, str(exc)) from exc
-        if context.server is not None:
-            context.server.replace_context(loaded[0])
+        agent.server_tls.replace(loaded[0])
     response = jsonify(message="OK")
     response.status_code = 202
     return response

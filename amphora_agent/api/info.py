@@ -2,42 +2,27 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Response, jsonify
 
 from amphora_agent import API_VERSION, details
-from amphora_agent.context import ctx
-from amphora_agent.haproxy import HaproxySupervisor
-
-blueprint = Blueprint("info", __name__)
-PREFIX = f"/{API_VERSION}"
+from amphora_agent.services import AgentServices
 
 
-def _haproxy() -> HaproxySupervisor:
-    return ctx().services["haproxy"]
-
-
-@blueprint.get("/")
-def version_discovery():
+def version_discovery(_agent: AgentServices) -> Response:
     return jsonify(api_version=API_VERSION)
 
 
-# The original specification wrote /info without the version prefix; both answer.
-@blueprint.get("/info")
-@blueprint.get(f"{PREFIX}/info")
-def get_info():
-    return jsonify(details.info(ctx().config))
+def get_info(agent: AgentServices) -> Response:
+    return jsonify(details.info(agent.config))
 
 
-@blueprint.get(f"{PREFIX}/details")
-def get_details():
-    context = ctx()
-    return jsonify(details.details(context.config, _haproxy(), context.services["keepalived"]))
+def get_details(agent: AgentServices) -> Response:
+    return jsonify(details.details(agent.config, agent.haproxy, agent.keepalived))
 
 
-@blueprint.get(f"{PREFIX}/listeners")
-def get_listeners():
+def get_listeners(agent: AgentServices) -> Response:
     """Every listener of every uploaded config, with its load balancer's haproxy state."""
-    haproxy = _haproxy()
+    haproxy = agent.haproxy
     statuses = []
     for lb_id in haproxy.lb_ids():
         status = haproxy.status(lb_id)

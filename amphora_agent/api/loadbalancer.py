@@ -2,47 +2,33 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
 
-from amphora_agent import API_VERSION
 from amphora_agent.certificates import md5_hex
-from amphora_agent.context import ctx
-from amphora_agent.desired_state import DesiredState
 from amphora_agent.errors import APIError
-from amphora_agent.haproxy import HaproxyError, HaproxySupervisor
+from amphora_agent.haproxy import HaproxyError
+from amphora_agent.services import AgentServices
 from amphora_agent.validation import is_uuid, read_body
 
-blueprint = Blueprint("loadbalancer", __name__)
-PREFIX = f"/{API_VERSION}"
 ACTIONS = ("start", "stop", "reload")
-
-
-def _haproxy() -> HaproxySupervisor:
-    return ctx().services["haproxy"]
-
-
-def _desired() -> DesiredState:
-    return ctx().services["desired_state"]
 
 
 def lb_not_found(lb_id: str) -> APIError:
     return APIError(404, "Loadbalancer Not Found", f"No loadbalancer with UUID: {lb_id}")
 
 
-def require_existing_lb(lb_id: str) -> None:
-    if not _haproxy().exists(lb_id):  # also False for anything not UUID-shaped
+def require_existing_lb(agent: AgentServices, lb_id: str) -> None:
+    if not agent.haproxy.exists(lb_id):  # also False for anything not UUID-shaped
         raise lb_not_found(lb_id)
 
 
-@blueprint.put(f"{PREFIX}/loadbalancer/<amphora_id>/<lb_id>/haproxy")
-def upload_haproxy_config(amphora_id: str, lb_id: str):
+def upload_haproxy_config(agent: AgentServices, amphora_id: str, lb_id: str) -> Response:
     if not (is_uuid(amphora_id) and is_uuid(lb_id)):
         raise APIError(400, "Invalid request", "amphora and load balancer ids must be UUIDs")
-    context = ctx()
-    body = read_body(context.config.max_request_body_bytes)
-    with context.lock(lb_id):
+    body = read_body(agent.config.max_request_body_bytes)
+    with agent.lb_locks(lb_id):
         try:
-            _haproxy().install_config(lb_id, body)
+            agent.haproxy.install_config(lb_id, body)
         except HaproxyError as exc:
             raise APIError(400, "Invalid request", exc.output) from exc
     response = jsonify(message="OK")
@@ -51,11 +37,10 @@ def upload_haproxy_config(amphora_id: str, lb_id: str):
     return response
 
 
-@blueprint.get(f"{PREFIX}/loadbalancer/<lb_id>/haproxy")
-def get_haproxy_config(lb_id: str):
-    require_existing_lb(lb_id)
+def get_haproxy_config(agent: AgentServices, lb_id: str) -> Response:
+    require_existing_lb(agent, lb_id)
     try:
-        data = _haproxy().config_path(lb_id).read_bytes()
+        data = agent.haproxy.config_path(lb_id).read_bytes()
     except FileNotFoundError as exc:  # deleted by a concurrent request
         raise lb_not_found(lb_id) from exc
     response = Response(data, status=200, mimetype="text/plain")
@@ -63,17 +48,16 @@ def get_haproxy_config(lb_id: str):
     return response
 
 
-@blueprint.put(f"{PREFIX}/loadbalancer/<lb_id>/<action>")
-def start_stop_reload(lb_id: str, action: str):
+def start_stop_reload(agent: AgentServices, lb_id: str, action: str) -> Response:
     action = action.lower()
     if action not in ACTIONS:
         raise APIError(400, "Invalid Request", f"Unknown action: {action}")
-    require_existing_lb(lb_id)
-    haproxy = _haproxy()
-    with ctx().lock(lb_id):
+    require_existing_lb(agent, lb_id)
+    haproxy = agent.haproxy
+    with agent.lb_locks(lb_id):
         # What the controller wants is recorded first: a reboot restores it even if the agent
         # dies during the action (restore.py).
-        _desired().set_load_balancer(lb_id, running=action != "stop")
+        agent.desired.set_load_balancer(lb_id, running=action != "stop")
         # haproxy cannot reload what does not run: a reload starts it, as Octavia's does.
         if action == "reload" and not haproxy.is_running(lb_id):
             action = "start"
@@ -91,17 +75,16 @@ def start_stop_reload(lb_id: str, action: str):
     return response
 
 
-@blueprint.delete(f"{PREFIX}/listeners/<lb_id>")
-def delete_loadbalancer(lb_id: str):
+def delete_loadbalancer(agent: AgentServices, lb_id: str) -> Response:
     """Stop haproxy and remove the config, pid file, stats socket and certificates.
 
     Deleting what is already gone succeeds (the driver retries deletes)."""
     if not is_uuid(lb_id):
         raise lb_not_found(lb_id)
-    with ctx().lock(lb_id):
-        _desired().forget_load_balancer(lb_id)
+    with agent.lb_locks(lb_id):
+        agent.desired.forget_load_balancer(lb_id)
         try:
-            _haproxy().delete(lb_id)
+            agent.haproxy.delete(lb_id)
         except HaproxyError as exc:
             raise APIError(500, "Error stopping haproxy", exc.output) from exc
     return jsonify(message="OK")
