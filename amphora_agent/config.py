@@ -48,6 +48,9 @@ class AgentConfig:
 
 
 TOPOLOGIES = ("SINGLE", "ACTIVE_STANDBY")
+# Above an hour the controller has long failed the amphora over; and a wait as long as 1e10 s
+# overflows the C timeout of the heartbeat thread's wait.
+HEARTBEAT_INTERVAL_S = (0.1, 3600.0)
 
 
 def _port(value: str, what: str) -> int:
@@ -62,6 +65,18 @@ def _positive(value: str, what: str) -> float:
     number = float(value)
     if not (math.isfinite(number) and number > 0):
         raise ConfigError(f"{what}: {value!r} is not a positive number")
+    return number
+
+
+def _number(value: str, what: str, bounds: tuple[float, float]) -> float:
+    """A number in bounds (NaN and the infinities never are)."""
+    low, high = bounds
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {value!r} is not a number") from exc
+    if not low <= number <= high:
+        raise ConfigError(f"{what}: {value!r} is not in {low:g}..{high:g}")
     return number
 
 
@@ -133,9 +148,9 @@ def parse_config(text: str, source_file: Path | None = None) -> AgentConfig:
             controller_ip_port_list=_parse_controllers(
                 get("health_manager", "controller_ip_port_list", "")
             ),
-            heartbeat_interval=_positive(
+            heartbeat_interval=_number(
                 get("health_manager", "heartbeat_interval", str(defaults.heartbeat_interval)),
-                "heartbeat_interval"
+                "heartbeat_interval", HEARTBEAT_INTERVAL_S
             ),
             heartbeat_key=get("health_manager", "heartbeat_key", defaults.heartbeat_key),
             network_namespace=get(

@@ -47,8 +47,8 @@ from amphora_agent.stats_counters import StatsCounters
 LOG = logging.getLogger(__name__)
 
 MESSAGE_VERSION = 3
-# A zero or negative interval in the config must not turn the sender into a busy loop.
-MIN_INTERVAL_S = 0.1
+# How long the sender waits after a tick that failed (rather than spin on a repeating error).
+RETRY_AFTER_ERROR_S = 1.0
 COUNTERS_FILE = "stats_counters.json"
 # How often held workers are read: an old worker lingers at most this long after it drained
 # (and the read keeps the session from haproxy's idle `stats timeout`, 10 s by default).
@@ -239,13 +239,19 @@ class HeartbeatSender:
     def _run(self) -> None:
         LOG.info("heartbeat sender started")
         while not self._stopping.is_set():
+            # Everything of a tick, the wait included, is inside the try: the thread must
+            # outlive any one bad tick, or the controller fails this amphora over.
             try:
                 self.send_once()
-            except Exception:  # the thread must outlive any one bad tick
+                self._sleep(self._config.heartbeat_interval)
+            except Exception:
                 LOG.exception("heartbeat tick failed")
-            interval = max(self._config.heartbeat_interval, MIN_INTERVAL_S)
-            self._wake.wait(interval)
-            self._wake.clear()
+                self._sleep(RETRY_AFTER_ERROR_S)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait seconds, or until reconfigure() or stop() wakes the sender."""
+        self._wake.wait(seconds)
+        self._wake.clear()
 
     def _poll_held(self) -> None:
         # Runs with or without controllers: a held worker must be let go either way.
