@@ -56,7 +56,6 @@ ROUTES = (
 
 def create_app(agent: AgentServices) -> Flask:
     app = Flask("amphora_agent")
-    app.config["MAX_CONTENT_LENGTH"] = agent.config.max_request_body_bytes
     app.json.sort_keys = False
     # Octavia's routes have no trailing slashes and must match exactly.
     app.url_map.strict_slashes = False

@@ -8,6 +8,16 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+TEMP_SUFFIX = ".tmp"
+# A temp file is named after its target, cut to this many characters: with the dots, mkstemp's
+# eight random characters and the suffix it stays within the 255 a file name may have, however
+# long the target's name is.
+_NAME_IN_TEMP = 200
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name[:_NAME_IN_TEMP]}."
+
 
 def atomic_write(
     path: Path,
@@ -21,7 +31,7 @@ def atomic_write(
     raises, the temp file is removed, path is left untouched and the exception propagates.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -46,6 +56,6 @@ def remove_stale_temp_files(directory: Path) -> None:
     """Remove temp files a crash may have left (they are never read by anyone)."""
     if not directory.is_dir():
         return
-    for leftover in directory.rglob(".*.tmp"):
+    for leftover in directory.rglob(f".*{TEMP_SUFFIX}"):
         with contextlib.suppress(OSError):
             leftover.unlink()

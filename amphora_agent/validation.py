@@ -1,4 +1,5 @@
-"""Checks on what a request carries: ids and file names in paths, and the size of its body.
+"""Checks on what a request carries: ids and file names in paths, the size of its body, and
+whether that is JSON.
 
 Every check here runs before a handler touches the file system, so a hostile path component
 (`..`, a slash smuggled in as %2F, a NUL byte) can never become part of a file name.
@@ -6,7 +7,9 @@ Every check here runs before a handler touches the file system, so a hostile pat
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from flask import request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
@@ -31,9 +34,10 @@ def is_cert_filename(name: str) -> bool:
 def read_body(limit: int) -> bytes:
     """The request body, refusing (413) anything larger than limit bytes.
 
-    Reads until the end of the body whatever the headers claim, so neither a false
-    Content-Length nor a chunked upload (which werkzeug 2.2 does not limit, and which werkzeug 3
-    cuts off silently at the limit) can make the agent store a truncated or oversized body.
+    This is the one limit on bodies (the app sets no MAX_CONTENT_LENGTH): werkzeug 2.2 does not
+    limit chunked bodies, and werkzeug 3 refuses a chunked body of exactly the limit. Reads until
+    the end of the body whatever the headers claim, so neither a false Content-Length nor a
+    chunked upload can make the agent store a truncated or oversized body.
     """
     too_large = RequestEntityTooLarge(f"The request body is larger than {limit} bytes.")
     if request.content_length is not None and request.content_length > limit:
@@ -48,3 +52,14 @@ def read_body(limit: int) -> bytes:
     except (OSError, ValueError) as exc:  # werkzeug 2.2: bad chunked encoding, as OSError
         raise BadRequest(f"The request body could not be read: {exc}") from exc
     return b"".join(chunks)
+
+
+def read_json_body(limit: int) -> Any:
+    """The request body as JSON (whatever its Content-Type, as Octavia's agent), or None when it
+    is not a JSON document: the caller answers 400. Nesting too deep for the decoder (a
+    RecursionError) is not a document either."""
+    try:
+        return json.loads(read_body(limit))
+    except (ValueError, RecursionError):
+        return None
+

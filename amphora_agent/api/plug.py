@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from collections.abc import Iterator
+from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 
 from amphora_agent.errors import APIError
 from amphora_agent.plug import InterfaceNotFound, PlugError
@@ -17,6 +18,7 @@ from amphora_agent.plug_request import (
     parse_vip_request,
 )
 from amphora_agent.services import AgentServices
+from amphora_agent.validation import read_json_body
 from amphora_agent.vip_firewall import FirewallError, RulesError, parse_rules
 
 # The driver retries a 404 whose details contain exactly this sentence (hot-plug still in flight).
@@ -29,9 +31,9 @@ def _accepted(details: str) -> Response:
     return response
 
 
-def _body():
-    # Lenient about the Content-Type like Octavia's agent; unparsable JSON is a 400 below.
-    return request.get_json(force=True, silent=True)
+def _body(agent: AgentServices) -> Any:
+    # None when it is not JSON: a 400 from the parser it is handed to.
+    return read_json_body(agent.config.max_request_body_bytes)
 
 
 @contextlib.contextmanager
@@ -52,7 +54,7 @@ def _plugging(agent: AgentServices, mac: str, is_sriov: bool, error: str) -> Ite
 
 def plug_vip(agent: AgentServices, vip: str) -> Response:
     try:
-        plug = parse_vip_request(vip, _body())
+        plug = parse_vip_request(vip, _body(agent))
     except PlugRequestError as exc:
         raise APIError(400, exc.message, exc.details) from exc
     with _plugging(agent, plug.mac, plug.is_sriov, "Error plugging VIP"):
@@ -62,7 +64,7 @@ def plug_vip(agent: AgentServices, vip: str) -> Response:
 
 def plug_network(agent: AgentServices) -> Response:
     try:
-        plug = parse_network_request(_body())
+        plug = parse_network_request(_body(agent))
     except PlugRequestError as exc:
         raise APIError(400, exc.message, exc.details) from exc
     with _plugging(agent, plug.mac, plug.is_sriov, "Error plugging network"):
@@ -96,7 +98,7 @@ def set_interface_rules(agent: AgentServices, address: str) -> Response:
     """
     ifname = _interface_with(agent, address)
     try:
-        rules = parse_rules(_body())
+        rules = parse_rules(_body(agent))
     except RulesError as exc:
         raise APIError(400, "Invalid rules information", str(exc)) from exc
     with agent.plug_lock:
