@@ -172,12 +172,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test that uses a lab carries the `lab` marker and a time limit; every test of a
     shipped suite carries the suite's marker."""
-    configured_timeout = config.getoption("timeout", None) is not None or \
-        bool(config.getini("timeout"))
+    # pytest-timeout may be turned off (-p no:timeout): then there is no limit to give.
+    give_limit = config.pluginmanager.hasplugin("timeout") and \
+        config.getoption("timeout", None) is None and not config.getini("timeout")
     for item in items:
         if uses_lab(item):
             item.add_marker(pytest.mark.lab)
-            if not configured_timeout and item.get_closest_marker("timeout") is None:
+            if give_limit and item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(scaled(LAB_TEST_TIMEOUT_S)))
         suite = _suite_of(Path(str(item.path)))
         if suite is not None:

@@ -118,7 +118,8 @@ def split_sections(output: str) -> dict[str, str]:
 
 def _safe_relative(name: str) -> Path:
     """A section name as a path inside the amphora's directory (nothing may climb out)."""
-    parts = [_UNSAFE.sub("_", part) for part in Path(name).parts if part not in ("", ".", "..")]
+    parts = [_UNSAFE.sub("_", part) for part in Path(name).parts
+             if part not in ("", ".", "..", "/")]
     return Path(*parts) if parts else Path("unnamed")
 
 

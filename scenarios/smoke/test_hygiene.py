@@ -58,18 +58,27 @@ def test_down_removes_every_node_and_network(lab_factory: Callable[[], Lab],
 
 @pytest.fixture
 def owner_process(request: pytest.FixtureRequest, lab_provider: Provider):
-    """Start OWNER_SCRIPT; yields (process, lab id). Whatever the test leaves is removed."""
+    """Start OWNER_SCRIPT; yields (process, lab id). Whatever the test leaves is removed, also
+    when the session is cancelled while the owner is still bringing its lab up (SIGTERM lets it
+    take its own lab down)."""
     process = subprocess.Popen(
         [sys.executable, "-c", OWNER_SCRIPT, request.config.getoption("--provider")],
         stdout=subprocess.PIPE, text=True, preexec_fn=default_signal_dispositions,
     )
-    lab_id = process.stdout.readline().strip()
-    yield process, lab_id
-    if process.poll() is None:
-        process.kill()
-        process.wait(EXIT_TIMEOUT_S)
-    if lab_id in lab_ids(lab_provider):
-        lab_provider.teardown(lab_id)
+    lab_id = ""
+    try:
+        lab_id = process.stdout.readline().strip()
+        yield process, lab_id
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(EXIT_TIMEOUT_S)
+        if lab_id and lab_id in lab_ids(lab_provider):
+            lab_provider.teardown(lab_id)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
