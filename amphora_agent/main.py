@@ -92,8 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         firewall=firewall, heartbeat=start_heartbeat(config, haproxy, keepalived),
         server_tls=ServerTls(tls),
     )
-    server = AgentServer(config.bind_host, config.bind_port, create_app(agent),
-                         agent.server_tls, config.agent_request_read_timeout)
+    try:
+        server = AgentServer(config.bind_host, config.bind_port, create_app(agent),
+                             agent.server_tls, config.agent_request_read_timeout)
+    except OSError as exc:
+        print(f"amphora-agent: cannot listen on {config.bind_host}:{config.bind_port}: {exc}",
+              file=sys.stderr)
+        return 2
 
     def stop(signum, _frame) -> None:
         LOG.info("signal %s: shutting down (haproxy and keepalived keep running)", signum)

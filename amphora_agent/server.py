@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import ssl
+import sys
 import threading
 from http import HTTPStatus
 from pathlib import Path
@@ -130,4 +131,9 @@ class AgentServer(ThreadedWSGIServer):
         return tls
 
     def handle_error(self, request, client_address) -> None:
-        LOG.debug("connection from %s ended with an error", client_address, exc_info=True)
+        # A client that goes away is routine; anything else is the agent's fault and must be
+        # seen (a bad socket timeout once failed every connection, logged at DEBUG only).
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError | ssl.SSLError):
+            LOG.debug("connection from %s ended with an error", client_address, exc_info=True)
+        else:
+            LOG.exception("connection from %s failed", client_address)

@@ -10,9 +10,13 @@ from amphora_agent.errors import APIError
 from amphora_agent.services import AgentServices
 from amphora_agent.validation import read_body
 
+# Not max_request_body_bytes: however small that was set, the file that repairs it must fit.
+# (An agent config file is a few kB.)
+CONFIG_FILE_MAX_BYTES = 64 * 1024
+
 
 def upload_config(agent: AgentServices) -> Response:
-    body = read_body(agent.config.max_request_body_bytes)
+    body = read_body(CONFIG_FILE_MAX_BYTES)
     with agent.config_lock:
         try:
             agent.config = update_agent_config(agent.config, body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import configparser
 import io
+import socket
 import time
 import uuid
 
@@ -48,6 +49,63 @@ def test_a_heartbeat_interval_too_long_to_wait_is_refused_and_heartbeats_go_on(a
         assert agent.config_path.read_text() == original
         pushed_at = time.time()
         receiver.wait_for(agent.amphora_id, count=3, after=pushed_at, timeout=20)
+
+
+# --- 3: no accepted config may keep the next start from serving --------------------------------
+
+
+# id -> (section, option, value): each was accepted, and would have broken the agent's next start
+# (no listening socket, no TLS, no namespace, no state directory, no haproxy to start).
+# {dir} is the agent's directory, {busy_port} a port something else listens on.
+BRICKING = {
+    "read-timeout-overflows": ("amphora_agent", "agent_request_read_timeout", "1e300"),
+    "body-limit-rounds-to-0": ("amphora_agent", "max_request_body_bytes", "0.5"),
+    "address-not-here": ("haproxy_amphora", "bind_host", "192.0.2.1"),
+    "port-taken": ("haproxy_amphora", "bind_port", "{busy_port}"),
+    "no-certificate": ("amphora_agent", "agent_server_cert", "{dir}/none.pem"),
+    "namespace-name": ("amphora_agent", "network_namespace", "../escape"),
+    "relative-base": ("haproxy_amphora", "base_path", "octavia"),
+    "unwritable-base": ("haproxy_amphora", "base_path", "/proc/octavia"),
+    "no-haproxy": ("haproxy_amphora", "haproxy_cmd", "{dir}/haproxy"),
+}
+
+
+@pytest.mark.parametrize(("section", "option", "value"), BRICKING.values(), ids=BRICKING.keys())
+def test_a_config_that_would_brick_the_next_start_is_refused(agent_factory, section, option,
+                                                             value):
+    agent = agent_factory()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        value = value.format(dir=agent.directory, busy_port=busy.getsockname()[1])
+        original = agent.config_path.read_text()
+        with pytest.raises(AmphoraAPIError) as caught:
+            agent.client.update_agent_config(with_option(original, section, option, value))
+    assert (caught.value.status, caught.value.message) == (500, CONFIG_ERROR)
+    assert option in caught.value.details
+    assert agent.config_path.read_text() == original
+    agent.restart()
+    assert agent.client.get_info()["uuid"] == agent.amphora_id
+
+
+def test_the_config_that_repairs_a_small_body_limit_always_fits(agent_factory):
+    """The smallest body limit accepted, then a config file larger than it: the one route that
+    can raise the limit again is not held to it (other uploads are)."""
+    agent = agent_factory()
+    small = with_option(agent.config_path.read_text(), "amphora_agent",
+                        "max_request_body_bytes", "1024")
+    agent.client.update_agent_config(small)
+    agent.restart()
+    crt_list = b"/var/lib/octavia/certs/site.pem\n" * 64  # 2 KiB
+    with pytest.raises(AmphoraAPIError) as caught:
+        agent.client.upload_cert(str(uuid.uuid4()), "list.pem", crt_list)
+    assert caught.value.status == 413
+    repaired = with_option(small, "amphora_agent", "max_request_body_bytes", str(16 * MIB))
+    repaired += "# " + "padding " * 512 + "\n"
+    assert len(repaired) > 4 * 1024
+    agent.client.update_agent_config(repaired)
+    agent.restart()
+    agent.client.upload_cert(str(uuid.uuid4()), "list.pem", crt_list)
 
 
 # --- 8: malformed bodies get 4xx, chunked bodies the same limit as sized ones -------------------
