@@ -52,9 +52,13 @@ def start_stop_reload(agent: AgentServices, lb_id: str, action: str) -> Response
     action = action.lower()
     if action not in ACTIONS:
         raise APIError(400, "Invalid Request", f"Unknown action: {action}")
-    require_existing_lb(agent, lb_id)
+    if not is_uuid(lb_id):
+        raise lb_not_found(lb_id)
     haproxy = agent.haproxy
     with agent.lb_locks(lb_id):
+        # Under the lock: a delete that ran while this request waited must make it a 404, not
+        # record the deleted load balancer as wanted running.
+        require_existing_lb(agent, lb_id)
         # What the controller wants is recorded first: a reboot restores it even if the agent
         # dies during the action (restore.py).
         agent.desired.set_load_balancer(lb_id, running=action != "stop")

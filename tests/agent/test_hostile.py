@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import configparser
 import io
+import shutil
 import socket
+import threading
 import time
 import uuid
 
 import pytest
 
+from amphora_agent.desired_state import DESIRED_STATE_FILE, DesiredState
 from harness.amphora_api.client import AmphoraAPIError
 from harness.observe.heartbeats import HeartbeatReceiver
 
@@ -106,6 +109,59 @@ def test_the_config_that_repairs_a_small_body_limit_always_fits(agent_factory):
     agent.client.update_agent_config(repaired)
     agent.restart()
     agent.client.upload_cert(str(uuid.uuid4()), "list.pem", crt_list)
+
+
+# --- 5: a reload queued behind a delete must not bring the load balancer back ------------------
+
+# haproxy with its config check slowed down: a reload holds the load balancer's lock that long,
+# so the requests sent meanwhile queue behind it in the order they came.
+SLOW_CHECK_HAPROXY = """#!/bin/sh
+case " $* " in *" -c "*) sleep 1 ;; esac
+exec {haproxy} "$@"
+"""
+QUEUE_GAP_S = 0.3
+
+
+def test_a_reload_queued_behind_a_delete_leaves_it_deleted(agent_factory, lb_config,
+                                                           http_backend, tmp_path):
+    slow = tmp_path / "haproxy"
+    slow.write_text(SLOW_CHECK_HAPROXY.format(haproxy=shutil.which("haproxy")))
+    slow.chmod(0o755)
+    agent = agent_factory(extra={"haproxy_amphora": {"haproxy_cmd": str(slow)}})
+    client = agent.client
+    lb = lb_config(agent, http_backend.port)
+    client.upload_config(lb.lb_id, lb.text)
+    client.lb_action(lb.lb_id, "start")
+    answers: dict[str, int] = {}
+
+    def send(name: str, call) -> None:
+        try:
+            call()
+            answers[name] = 200
+        except AmphoraAPIError as exc:
+            answers[name] = exc.status
+
+    requests_in_order = {
+        "first reload": lambda: client.lb_action(lb.lb_id, "reload"),
+        "delete": lambda: client.delete_lb(lb.lb_id),
+        "second reload": lambda: client.lb_action(lb.lb_id, "reload"),
+    }
+    threads = [threading.Thread(target=send, args=item) for item in requests_in_order.items()]
+    for thread in threads:
+        thread.start()
+        time.sleep(QUEUE_GAP_S)
+    for thread in threads:
+        thread.join(60)
+    assert answers["delete"] == 200
+    # Either the second reload ran before the delete (and succeeded), or after it: a 404.
+    assert answers["second reload"] in (200, 404), answers
+    assert lb.lb_id not in DesiredState(agent.base_path / DESIRED_STATE_FILE).load()[
+        "load_balancers"]
+    # What that record did: a config uploaded again for the id, never started, ran after the
+    # next restart.
+    client.upload_config(lb.lb_id, lb.text)
+    agent.restart()
+    assert [listener["status"] for listener in client.get_listeners()] == ["STOPPED"]
 
 
 # --- 8: malformed bodies get 4xx, chunked bodies the same limit as sized ones -------------------
