@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Callable
@@ -53,9 +54,19 @@ def atomic_write(
 
 
 def remove_stale_temp_files(directory: Path) -> None:
-    """Remove temp files a crash may have left (they are never read by anyone)."""
+    """Remove the temp files a crash may have left anywhere under directory, one of the agent's
+    own (they are never read by anyone)."""
     if not directory.is_dir():
         return
     for leftover in directory.rglob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+def remove_stale_temp_files_of(path: Path) -> None:
+    """Remove the temp files a crash may have left beside path, in a directory the agent does
+    not own (e.g. /etc/octavia): only those atomic_write names after path."""
+    pattern = glob.escape(_temp_prefix(path)) + "*" + TEMP_SUFFIX
+    for leftover in path.parent.glob(pattern):
         with contextlib.suppress(OSError):
             leftover.unlink()

@@ -14,7 +14,7 @@ from amphora_agent import netns
 from amphora_agent.app import create_app
 from amphora_agent.config import AgentConfig, ConfigError, load_config
 from amphora_agent.desired_state import DESIRED_STATE_FILE, DesiredState
-from amphora_agent.fsutil import remove_stale_temp_files
+from amphora_agent.fsutil import remove_stale_temp_files, remove_stale_temp_files_of
 from amphora_agent.haproxy import HaproxySupervisor
 from amphora_agent.heartbeat import start_heartbeat
 from amphora_agent.keepalived import KeepalivedSupervisor
@@ -39,10 +39,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 def prepare_host(config: AgentConfig) -> None:
     """What must be in place before the first request: the data-plane namespace, the PING
-    monitors' check script, and no temp files a crash may have left half written."""
+    monitors' check script, and no temp files a crash may have left half written (wherever the
+    agent writes: its state directories, and beside its server certificate and config file; the
+    one of the server certificate holds a copy of its private key)."""
     netns.ensure_namespace(config.network_namespace)
     for directory in (config.base_path, config.base_cert_dir):
         remove_stale_temp_files(directory)
+    for written in (config.agent_server_cert, config.source_file):
+        if written is not None:
+            remove_stale_temp_files_of(written)
     install_ping_wrapper(config.base_path)
 
 

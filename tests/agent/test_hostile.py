@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import configparser
 import io
+import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -162,6 +165,35 @@ def test_a_reload_queued_behind_a_delete_leaves_it_deleted(agent_factory, lb_con
     client.upload_config(lb.lb_id, lb.text)
     agent.restart()
     assert [listener["status"] for listener in client.get_listeners()] == ["STOPPED"]
+
+
+# --- 6: what a kill -9 during a write leaves is removed at the next start, wherever it is -------
+
+
+def leave_temp_file(target: Path, data: bytes) -> Path:
+    """The temp file a write of target killed before its rename leaves (atomic_write's naming:
+    a hidden file named after the target, mkstemp's random part, .tmp)."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return Path(name)
+
+
+def test_a_restart_removes_temp_files_beside_the_server_certificate_and_the_config(
+        agent_factory):
+    agent = agent_factory()
+    server_pem, config = agent.credentials.server_pem, agent.config_path
+    # PUT /1.0/certificate writes the server's key and certificate beside the old ones; PUT
+    # /1.0/config the agent's config file beside itself.
+    leftovers = [leave_temp_file(server_pem, server_pem.read_bytes()),
+                 leave_temp_file(config, b"[amphora_agent]\n")]
+    # Files in those directories that no write of the agent's made stay.
+    others = [leave_temp_file(server_pem.parent / "ca.pem", b"not the agent's"),
+              leave_temp_file(config.parent / "notes", b"not the agent's")]
+    agent.restart()
+    assert [path for path in leftovers if path.exists()] == []
+    assert all(path.exists() for path in others)
+    assert agent.client.get_info()["uuid"] == agent.amphora_id
 
 
 # --- 8: malformed bodies get 4xx, chunked bodies the same limit as sized ones -------------------
