@@ -1,6 +1,7 @@
 """The reuse loop: `amphora-harness up`, then scenarios against that lab with `pytest --lab ID`,
 twice (the second run finds the lab as the first one left it), and the lab is still up and
-healthy afterwards; `down` then leaves nothing, no private key in /tmp either."""
+healthy afterwards (`status --json`, whose exit code turns 1 while an amphora is stopped);
+`down` then leaves nothing, no private key in /tmp either."""
 
 from __future__ import annotations
 
@@ -54,6 +55,16 @@ def test_scenarios_run_against_a_lab_from_up_which_stays_up(
             # The load balancer the tests pushed is gone again: the lab is as it was lent.
             assert [a["agent"]["listeners"] for a in report["amphorae"]] == [[]]
             assert lab_id in lab_ids(lab_provider)
+
+        # status is for scripts: a stopped amphora makes it exit 1, and its JSON says why.
+        assert harness("fault", "stop", "0", f"--lab={lab_id}", cwd=tmp_path,
+                       env=env).returncode == 0
+        status = harness("status", "--json", f"--lab={lab_id}", cwd=tmp_path, env=env)
+        assert status.returncode == 1
+        assert json.loads(status.stdout)["problems"] == ["amphora 0 is not running"]
+        assert "amphora 0 is not running" in status.stderr
+        assert harness("heal", f"--lab={lab_id}", cwd=tmp_path, env=env).returncode == 0
+        assert harness("status", f"--lab={lab_id}", cwd=tmp_path, env=env).returncode == 0
     finally:
         down = harness("down", f"--lab={lab_id}", cwd=tmp_path, env=env)
     assert down.returncode == 0, down.stderr
