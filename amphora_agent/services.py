@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from amphora_agent.config import AgentConfig
@@ -16,17 +17,40 @@ from amphora_agent.server import ServerTls
 from amphora_agent.vip_firewall import VipFirewall
 
 
+@dataclass
+class _Holders:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    count: int = 0  # requests holding or waiting for the lock
+
+
 class KeyedLocks:
     """One lock per key (a load balancer id): requests on one load balancer are serialized,
-    requests on different ones are not."""
+    requests on different ones are not.
+
+    A key's lock exists only while some request holds it or waits for it, so the table is as
+    large as the requests in flight: ids that come once (a DELETE of an unknown id) leave
+    nothing behind.
+    """
 
     def __init__(self) -> None:
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._holders: dict[str, _Holders] = {}
         self._guard = threading.Lock()
 
-    def __call__(self, key: str) -> threading.Lock:
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
         with self._guard:
-            return self._locks[key]
+            holders = self._holders.get(key)
+            if holders is None:
+                holders = self._holders[key] = _Holders()
+            holders.count += 1
+        try:
+            with holders.lock:
+                yield
+        finally:
+            with self._guard:
+                holders.count -= 1
+                if holders.count == 0:
+                    del self._holders[key]
 
 
 @dataclass

@@ -39,7 +39,7 @@ def upload_certificate(agent: AgentServices, lb_id: str, filename: str) -> Respo
         validate_lb_file(body)
     except CertificateError as exc:
         raise APIError(400, str(exc)) from exc
-    with agent.lb_locks(lb_id):
+    with agent.lb_locks.hold(lb_id):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(path, body, mode=0o600)
     response = jsonify(message="OK")
@@ -62,7 +62,7 @@ def get_certificate_md5(agent: AgentServices, lb_id: str, filename: str) -> Resp
 
 def delete_certificate(agent: AgentServices, lb_id: str, filename: str) -> Response:
     path = _cert_path(agent, lb_id, filename, uploading=False)
-    with agent.lb_locks(lb_id):
+    with agent.lb_locks.hold(lb_id):
         path.unlink(missing_ok=True)
     return jsonify(message="OK")
 

@@ -26,7 +26,7 @@ def upload_haproxy_config(agent: AgentServices, amphora_id: str, lb_id: str) -> 
     if not (is_uuid(amphora_id) and is_uuid(lb_id)):
         raise APIError(400, "Invalid request", "amphora and load balancer ids must be UUIDs")
     body = read_body(agent.config.max_request_body_bytes)
-    with agent.lb_locks(lb_id):
+    with agent.lb_locks.hold(lb_id):
         try:
             agent.haproxy.install_config(lb_id, body)
         except HaproxyError as exc:
@@ -55,7 +55,7 @@ def start_stop_reload(agent: AgentServices, lb_id: str, action: str) -> Response
     if not is_uuid(lb_id):
         raise lb_not_found(lb_id)
     haproxy = agent.haproxy
-    with agent.lb_locks(lb_id):
+    with agent.lb_locks.hold(lb_id):
         # Under the lock: a delete that ran while this request waited must make it a 404, not
         # record the deleted load balancer as wanted running.
         require_existing_lb(agent, lb_id)
@@ -85,7 +85,7 @@ def delete_loadbalancer(agent: AgentServices, lb_id: str) -> Response:
     Deleting what is already gone succeeds (the driver retries deletes)."""
     if not is_uuid(lb_id):
         raise lb_not_found(lb_id)
-    with agent.lb_locks(lb_id):
+    with agent.lb_locks.hold(lb_id):
         agent.desired.forget_load_balancer(lb_id)
         try:
             agent.haproxy.delete(lb_id)

@@ -12,12 +12,14 @@ import socket
 import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 
 import pytest
 
 from amphora_agent.desired_state import DESIRED_STATE_FILE, DesiredState
+from amphora_agent.services import KeyedLocks
 from harness.amphora_api.client import AmphoraAPIError
 from harness.observe.heartbeats import HeartbeatReceiver
 
@@ -194,6 +196,45 @@ def test_a_restart_removes_temp_files_beside_the_server_certificate_and_the_conf
     assert [path for path in leftovers if path.exists()] == []
     assert all(path.exists() for path in others)
     assert agent.client.get_info()["uuid"] == agent.amphora_id
+
+
+# --- 7: per-id state is bounded by the requests in flight, not by every id ever seen ----------
+
+
+def test_load_balancer_locks_are_not_kept_for_ids_no_request_holds():
+    """20,000 DELETEs of ids never seen again each took a lock: the table must not keep them."""
+    locks = KeyedLocks()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20_000):
+            with locks.hold(str(uuid.uuid4())):
+                pass
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024
+
+
+def test_load_balancer_locks_still_serialize_requests_on_one_id():
+    locks, inside, overlaps = KeyedLocks(), {"a": 0, "b": 0}, []
+
+    def request(key: str) -> None:
+        for _ in range(300):
+            with locks.hold(key):
+                inside[key] += 1
+                if inside[key] > 1:
+                    overlaps.append(key)
+                time.sleep(0)
+                inside[key] -= 1
+
+    threads = [threading.Thread(target=request, args=(key,)) for key in "abababab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert overlaps == []
+    assert inside == {"a": 0, "b": 0}
 
 
 # --- 8: malformed bodies get 4xx, chunked bodies the same limit as sized ones -------------------
