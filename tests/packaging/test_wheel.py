@@ -1,7 +1,8 @@
-"""A user's own project: the wheel is built from this tree, installed into a fresh virtualenv
-outside the checkout, and used from an empty folder — a test file of the user's with the lab
-and amphora_client fixtures under --strict-markers, then `amphora-harness run smoke`. Results
-land in that folder, nothing in the installed package.
+"""The agent alone: the wheel installed without the harness extra pulls none of the harness's
+dependencies. A user's own project: the wheel is built from this tree, installed into a fresh
+virtualenv outside the checkout, and used from an empty folder — a test file of the user's with
+the lab and amphora_client fixtures under --strict-markers, then `amphora-harness run smoke`.
+Results land in that folder, nothing in the installed package.
 
 The venv gets its dependencies from the package index (constraints.txt pins them, as in CI);
 Octavia's driver venv, which the smoke suite's Octavia test needs, is the one scripts/bootstrap
@@ -100,6 +101,32 @@ def test_the_wheel_ships_the_data_and_the_agent_needs_three_libraries(wheel: Pat
                            for line in metadata.splitlines()
                            if line.startswith("Requires-Dist:") and ";" not in line)
     assert unconditional == ["cryptography", "flask", "psutil"]
+
+
+def test_the_agent_alone_installs_without_the_harness(wheel: Path, tmp_path: Path) -> None:
+    """`pip install amphora-harness` is the agent: none of the harness's dependencies come
+    along, the command says what to install, and pytest (present for other reasons) still runs
+    with the plugin off."""
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], tmp_path)
+    python = venv / "bin" / "python"
+    run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         "-c", str(CHECKOUT_DIR / "constraints.txt"), str(wheel), "pytest"], tmp_path)
+    installed = run([str(python), "-m", "pip", "list", "--format=freeze"], tmp_path).stdout
+    names = {line.split("==")[0].lower() for line in installed.split()}
+    assert {"flask", "psutil", "cryptography"} <= names
+    assert not names & {"docker", "matplotlib", "rich", "pytest-testinfra", "pytest-timeout"}
+    assert run([str(venv / "bin" / "amphora-agent"), "--help"], tmp_path).stdout
+
+    hint = subprocess.run([str(venv / "bin" / "amphora-harness"), "status"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+    assert hint.returncode == 2
+    assert "pip install 'amphora-harness[harness]'" in hint.stderr
+    (tmp_path / "test_other.py").write_text("def test_other():\n    pass\n")
+    other = run([str(python), "-m", "pytest", "-p", "no:cacheprovider", "test_other.py"],
+                tmp_path)
+    assert "lab fixtures off, the harness extra is not installed" in other.stdout
+    assert "1 passed" in other.stdout
 
 
 def test_a_user_project_uses_the_installed_harness(
