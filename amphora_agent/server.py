@@ -4,7 +4,8 @@ werkzeug's own TLS support wraps the listening socket, so the handshake of every
 the accepting thread and one slow or hostile client stalls everyone. Here the listening socket
 stays plain; each accepted connection gets its own thread, which performs the handshake under a
 timeout and only then hands the TLS socket to the WSGI handler. A client without a certificate
-chaining to the CA fails the handshake and never reaches a handler.
+chaining to the CA fails the handshake and never reaches a handler. Refused connections are
+logged through refusal_log.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from flask import Flask
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+
+from amphora_agent.refusal_log import RefusalLog
 
 LOG = logging.getLogger(__name__)
 
@@ -87,10 +90,15 @@ class AgentServer(ThreadedWSGIServer):
         # werkzeug only reads it to report wsgi.url_scheme = https.
         self.ssl_context = server_tls.context
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refusals = RefusalLog()
+
+    def service_actions(self) -> None:
+        # Called by serve_forever at least every poll interval (half a second).
+        self.refusals.flush()
 
     def process_request(self, request, client_address) -> None:
         if not self._slots.acquire(blocking=False):
-            LOG.warning("too many connections; dropping %s", client_address)
+            self.refusals.refused(client_address[0], "too many connections", "dropped")
             self.shutdown_request(request)
             return
         try:
@@ -123,8 +131,10 @@ class AgentServer(ThreadedWSGIServer):
                 request, server_side=True, do_handshake_on_connect=False
             )
             tls.do_handshake()
-        except (OSError, ssl.SSLError) as exc:
-            LOG.info("TLS handshake with %s failed: %s", client_address, exc)
+        except OSError as exc:  # ssl.SSLError and TimeoutError included
+            reason = ("TLS handshake timed out" if isinstance(exc, TimeoutError)
+                      else "TLS handshake failed")
+            self.refusals.refused(client_address[0], reason, str(exc))
             self.shutdown_request(request)
             return None
         tls.settimeout(None)

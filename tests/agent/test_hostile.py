@@ -5,8 +5,10 @@ process with the lab PKI on 127.0.0.1."""
 from __future__ import annotations
 
 import configparser
+import contextlib
 import io
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -22,6 +24,7 @@ from amphora_agent.desired_state import DESIRED_STATE_FILE, DesiredState
 from amphora_agent.services import KeyedLocks
 from harness.amphora_api.client import AmphoraAPIError
 from harness.observe.heartbeats import HeartbeatReceiver
+from harness.polling import poll_until
 
 KEY = "hostile-heartbeat-key"
 FAST_INTERVAL_S = 0.3
@@ -114,6 +117,37 @@ def test_the_config_that_repairs_a_small_body_limit_always_fits(agent_factory):
     agent.client.update_agent_config(repaired)
     agent.restart()
     agent.client.upload_cert(str(uuid.uuid4()), "list.pem", crt_list)
+
+
+# --- 4: refused connections cannot flood the log ------------------------------------------------
+
+REFUSED = 300
+SUMMARY = re.compile(r"refused (\d+) more connections")
+
+
+def test_refused_connections_are_logged_in_aggregate(agent_factory):
+    agent = agent_factory()
+    logged_before = len(agent.log().splitlines())
+    for _ in range(REFUSED):  # plain HTTP: each fails the TLS handshake
+        with socket.create_connection(("127.0.0.1", agent.port), timeout=10) as plain, \
+                contextlib.suppress(ConnectionResetError):
+            plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            while plain.recv(4096):
+                pass
+
+    def flood_lines() -> list[str]:
+        return agent.log().splitlines()[logged_before:]
+
+    def accounted() -> int:
+        """Refusals logged: one per line, or as many as a summary line counts."""
+        return sum(int(match.group(1)) if (match := SUMMARY.search(line)) else 1
+                   for line in flood_lines())
+
+    # Each refusal is accounted for once its window is over (a summary comes at its end)...
+    accounted_for_all = poll_until(lambda: accounted() >= REFUSED, 30)
+    # ... by a handful of lines, not one each.
+    assert len(flood_lines()) <= 6, "\n".join(flood_lines()[:10])
+    assert accounted_for_all and accounted() == REFUSED, flood_lines()
 
 
 # --- 5: a reload queued behind a delete must not bring the load balancer back ------------------

@@ -77,7 +77,7 @@ def test_clients_without_a_trusted_certificate_get_no_answer(agent_factory, pki,
     else:
         context = None
     assert attempt(agent.port, context, upload_request(agent, lb_id)) == b""
-    wait_for_log(agent, "TLS handshake with")
+    wait_for_log(agent, "refused a connection from")
     assert_no_handler_ran(agent, lb_id)
 
 
