@@ -7,6 +7,8 @@ One run, in order (each step repeated; counts from BenchSettings):
   2. a SINGLE load balancer on the first amphora (one HTTP listener, one member), then
      agent_api_latency_ms, direct_rps / data_plane_rps, reload_under_load_errors,
      config_push_to_serving_ms (harness.bench.single_lb);
+  0. with --agent ours,octavia, first the agent axis (harness.bench.agent_axis): every API call
+     to our agent and to Octavia's, both host processes, interleaved;
   3. failover_downtime_s (harness.bench.failover): per repetition a fresh active/standby pair, a
      recorder sending a new connection through the VIP every 20 ms, then the MASTER hard-killed
      or gracefully stopped.
@@ -55,6 +57,8 @@ class BenchSettings:
     push_repeats: int
     api_requests: int
     failover_repeats: int  # per kind (hard kill, graceful stop)
+    # The agent axis (harness.bench.agent_axis) runs when Octavia's agent is among these.
+    agents: tuple[str, ...] = ("ours",)
 
 
 QUICK = BenchSettings(mode="quick", repeats=2, load_duration_s=4, load_connections=16,

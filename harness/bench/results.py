@@ -73,6 +73,31 @@ METRICS: dict[str, MetricSpec] = {
 }
 
 
+# The agent axis (harness.bench.agent_axis): each call for our agent and for Octavia's, both
+# host processes; ours is stated against Octavia's, measured interleaved with it.
+AGENT_CALLS = ("version", "info", "details", "upload", "cert_put", "cert_md5")
+AGENT_CALL_DESCRIPTIONS = {
+    "version": "GET /", "info": "GET /1.0/info", "details": "GET /1.0/details",
+    "upload": "PUT /1.0/loadbalancer/{amphora}/{lb}/haproxy (a small valid haproxy.cfg)",
+    "cert_put": "PUT /1.0/loadbalancer/{lb}/certificates/{name} (a key + certificate PEM)",
+    "cert_md5": "GET /1.0/loadbalancer/{lb}/certificates/{name} (its md5sum)",
+}
+
+
+def agent_metric(agent: str, call: str) -> str:
+    return f"agent_api_ms[{agent}:{call}]"
+
+
+for _call, _what in AGENT_CALL_DESCRIPTIONS.items():
+    METRICS[agent_metric("octavia", _call)] = MetricSpec(
+        "ms", "lower", 0.5, f"{_what} to Octavia's own agent (a host process, gunicorn), "
+        "the reference of our agent's same call", gated=False)
+    METRICS[agent_metric("ours", _call)] = MetricSpec(
+        "ms", "lower", 0.5, f"{_what} to our agent as a host process, through the driver's "
+        "client, interleaved call for call with Octavia's agent",
+        reference=agent_metric("octavia", _call))
+
+
 @dataclass
 class Samples:
     """The raw samples of one run by metric key, as they are taken."""

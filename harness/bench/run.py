@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench import failover
+from harness.bench.agent_axis import measure_agents, side_by_side
 from harness.bench.engine_timings import measure_boots
 from harness.bench.plan import FAILOVER_KINDS, BenchSettings
 from harness.bench.results import SCHEMA, Samples, metric_entries
@@ -48,6 +49,9 @@ class Bench:
     def run(self) -> dict[str, Any]:
         started = time.time()
         load_before = os.getloadavg()
+        if "octavia" in self.settings.agents:
+            measure_agents(self.settings.agents, self.settings.api_requests, self.samples,
+                           self.say)
         images = {}
         for name in ("amphora", "member"):
             self.say(f"images: {name}")
@@ -81,6 +85,7 @@ class Bench:
         return self.results(started, load_before)
 
     def results(self, started: float, load_before: tuple[float, ...]) -> dict[str, Any]:
+        metrics = metric_entries(self.samples.by_key)
         return {
             "schema": SCHEMA,
             "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
@@ -101,7 +106,14 @@ class Bench:
                 "is the ceiling the VIP runs are measured against",
             },
             "failover": failover.conditions(),
-            "metrics": metric_entries(self.samples.by_key),
+            "metrics": metrics,
+            "agents": {
+                "agents": list(self.settings.agents),
+                "where": "both agents as processes on this host, 127.0.0.1, one lab PKI, "
+                         "the driver's client; calls interleaved one for one "
+                         "(harness.bench.host_agents)",
+                "table": side_by_side(metrics),
+            },
             "load_runs": [asdict(r) | {"rps": r.rps} for r in self.load_runs],
         }
 

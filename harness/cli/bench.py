@@ -4,6 +4,7 @@ against a baseline."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from rich.markup import escape
@@ -32,7 +33,7 @@ def bench(args: argparse.Namespace) -> None:
     if args.threshold <= 0:
         raise CommandError("--threshold must be positive (0.25 = 25 %)")
     baseline = read_results(args.baseline) if args.baseline else None  # fail before measuring
-    settings = QUICK if args.quick else FULL
+    settings = dataclasses.replace(QUICK if args.quick else FULL, agents=args.agent)
     out_dir = bench_dir(args.out or console.RESULTS_DIR / "bench", settings.mode)
     with CONSOLE.status(f"bench ({settings.mode})") as spinner:
         def say(text: str) -> None:
@@ -52,6 +53,8 @@ def bench(args: argparse.Namespace) -> None:
     results["plots"] = [p.name for p in plots]
     path = write_results(out_dir / "results.json", results)
     OUT.print(metrics_table(results, comparisons))
+    if results["agents"]["table"]:
+        OUT.print(agents_table(results["agents"]["table"]))
     OUT.print(f"results: {path}")
     worse = regressions(comparisons)
     if worse:
@@ -81,6 +84,30 @@ def metrics_table(results: dict, comparisons: list) -> Table:
     return table
 
 
+def agents_table(rows: list[dict]) -> Table:
+    """The agent axis side by side: p50 of each call, and ours / Octavia's (same run)."""
+    table = Table(title="agent API p50, both agents on this host (ms)")
+    for column in ("call", "ours", "octavia", "ours / octavia"):
+        table.add_column(column, justify="left" if column == "call" else "right")
+    for row in rows:
+        ratio = row["ratio"]
+        table.add_row(row["call"], _number(row["ours_p50_ms"]), _number(row["octavia_p50_ms"]),
+                      "" if ratio is None else f"{ratio:.2f}")
+    return table
+
+
+def agent_names(text: str) -> tuple[str, ...]:
+    """--agent: a comma-separated list of ours, octavia; ours always comes first."""
+    from harness.bench.host_agents import AGENTS
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in AGENTS]
+    if unknown or "ours" not in names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a comma-separated list of {', '.join(AGENTS)} that includes ours")
+    return ("ours", *(n for n in names if n != "ours"))
+
+
 def _number(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
@@ -95,6 +122,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="compare with this results file; exit 3 on a regression")
     measure.add_argument("--threshold", type=float, default=0.25,
                          help="how much worse counts as a regression (default 0.25 = 25 %%)")
+    measure.add_argument("--agent", type=agent_names, default=("ours",), metavar="LIST",
+                         help="agents to measure: ours (default) or ours,octavia, which adds "
+                         "the agent axis: every API call to our agent and to Octavia's own "
+                         "agent (from .venv-octavia), both on this host, interleaved, with "
+                         "the ratio")
     measure.add_argument("--out", type=Path,
                          help="where result directories go (default: RESULTS-DIR/bench)")
     measure.set_defaults(func=bench)

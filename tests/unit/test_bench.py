@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.bench.agent_axis import side_by_side
 from harness.bench.plots import plot_against_baseline, plot_latency
 from harness.bench.results import (
     SCHEMA,
     ResultsError,
+    agent_metric,
     compare,
     metric_entries,
     ratio_samples,
@@ -27,6 +29,7 @@ from harness.bench.wrk import (
     load_run_from_report,
     parse_wrk_report,
 )
+from harness.cli.bench import agent_names
 from harness.cli.main import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -152,3 +155,34 @@ def test_bench_refuses_a_bad_baseline_before_measuring(tmp_path: Path, capsys) -
     assert err.startswith("amphora-harness: cannot read results") and "\n" not in err
     assert main(["bench", "--threshold", "0"]) == 1
     assert "--threshold must be positive" in capsys.readouterr().err
+
+
+def test_agent_axis_states_ours_per_call_against_octavias_same_run() -> None:
+    metrics = metric_entries({
+        agent_metric("ours", "info"): [2.0, 4.0, 3.0],
+        agent_metric("octavia", "info"): [10.0, 10.0, 20.0],
+        agent_metric("ours", "upload"): [50.0],  # Octavia's not measured: no row
+    })
+    assert metrics[agent_metric("ours", "info")]["ratio"]["samples"] == [0.2, 0.4, 0.15]
+    assert metrics[agent_metric("octavia", "info")]["ratio"] is None
+    assert side_by_side(metrics) == [
+        {"call": "info", "ours_p50_ms": 3.0, "octavia_p50_ms": 10.0, "ratio": 0.2}]
+
+
+def test_agent_axis_baseline_compares_the_ratio() -> None:
+    ours, octavia = agent_metric("ours", "upload"), agent_metric("octavia", "upload")
+    baseline = results_with({ours: [50.0], octavia: [100.0]})
+    busier = results_with({ours: [100.0], octavia: [200.0]})  # both slower, same ratio
+    worse = results_with({ours: [90.0], octavia: [100.0]})
+    assert not regressions(compare(busier, baseline, 0.25))
+    assert [c.key for c in regressions(compare(worse, baseline, 0.25))] == [ours]
+
+
+def test_agent_option_takes_ours_and_octavia(capsys) -> None:
+    assert agent_names("octavia, ours") == ("ours", "octavia")
+    assert agent_names("ours") == ("ours",)
+    with pytest.raises(SystemExit):
+        main(["bench", "--agent", "octavia"])
+    assert "includes ours" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--agent", "ours,amphorae"])
