@@ -2,14 +2,16 @@
 
 werkzeug's own TLS support wraps the listening socket, so the handshake of every client runs in
 the accepting thread and one slow or hostile client stalls everyone. Here the listening socket
-stays plain; each accepted connection gets its own thread, which performs the handshake under a
-timeout and only then hands the TLS socket to the WSGI handler. A client without a certificate
-chaining to the CA fails the handshake and never reaches a handler. Refused connections are
-logged through refusal_log.py.
+stays plain; each accepted connection gets its own thread, which performs the handshake within
+a deadline and only then hands the TLS socket to the WSGI handler. A client without a
+certificate chaining to the CA fails the handshake and never reaches a handler. How many
+connections are kept, and which one is cut when too many wait for their handshake, is
+admission.py's business; refused connections are logged through refusal_log.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -22,12 +24,14 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
+from amphora_agent.admission import ConnectionAdmission, Ticket
 from amphora_agent.refusal_log import RefusalLog
 
 LOG = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT_S = 10.0
-MAX_CONNECTIONS = 128
+# For the whole handshake, from accept to a verified client certificate: a driver on the
+# management network needs milliseconds.
+HANDSHAKE_DEADLINE_S = 5.0
 
 
 def make_tls_context(server_pem: Path, ca_pem: Path) -> ssl.SSLContext:
@@ -38,6 +42,11 @@ def make_tls_context(server_pem: Path, ca_pem: Path) -> ssl.SSLContext:
     context.load_cert_chain(str(server_pem))
     context.load_verify_locations(cafile=str(ca_pem))
     return context
+
+
+def error_body(message: str, details: str) -> bytes:
+    """The API's JSON error body, for answers the Flask app does not write."""
+    return json.dumps({"message": message, "details": details}).encode()
 
 
 class ServerTls:
@@ -59,8 +68,7 @@ class _QuietHandler(WSGIRequestHandler):
         """Requests too broken to reach the app (bad request line, oversized headers) get the
         API's JSON error body too, instead of http.server's HTML page."""
         self.close_connection = True
-        body = json.dumps({"message": message or HTTPStatus(code).phrase,
-                           "details": explain or ""}).encode()
+        body = error_body(message or HTTPStatus(code).phrase, explain or "")
         self.send_response(code, message)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -89,56 +97,81 @@ class AgentServer(ThreadedWSGIServer):
         # Set after the base class ran, so the listening socket stays plain (see module doc);
         # werkzeug only reads it to report wsgi.url_scheme = https.
         self.ssl_context = server_tls.context
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.admission = ConnectionAdmission()
         self.refusals = RefusalLog()
+
+    def process_request(self, request: socket.socket, client_address) -> None:
+        """On the accept loop: take a pending place (cutting another pending connection when
+        none is free) and hand the connection to a thread of its own."""
+        ticket, evicted = self.admission.admit(request, client_address[0])
+        if evicted is not None:
+            self.refusals.refused(evicted.source, "evicted to make room",
+                                  "cut while waiting for its TLS handshake")
+        try:
+            threading.Thread(target=self._serve_connection, args=(request, client_address, ticket),
+                             daemon=True).start()
+        except BaseException:
+            self.admission.release(ticket)
+            self.shutdown_request(request)
+            raise
 
     def service_actions(self) -> None:
         # Called by serve_forever at least every poll interval (half a second).
         self.refusals.flush()
 
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.refusals.refused(client_address[0], "too many connections", "dropped")
-            self.shutdown_request(request)
-            return
+    def _serve_connection(self, request: socket.socket, client_address, ticket: Ticket) -> None:
+        connection, authenticated = self._handshake(request, client_address, ticket)
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            tls = self._handshake(request, client_address)
-            if tls is None:
+            if not authenticated:
+                return
+            if not self.admission.authenticate(ticket):
+                self._turn_away(connection, client_address, ticket)
                 return
             try:
-                self.finish_request(tls, client_address)
+                self.finish_request(connection, client_address)
             except Exception:
-                self.handle_error(tls, client_address)
-            finally:
-                self.shutdown_request(tls)
+                self.handle_error(connection, client_address)
         finally:
-            self._slots.release()
+            # Before the descriptor is closed: admission must never shut down a reused one.
+            self.admission.release(ticket)
+            self.shutdown_request(connection)
 
-    def _handshake(self, request: socket.socket, client_address) -> ssl.SSLSocket | None:
-        request.settimeout(HANDSHAKE_TIMEOUT_S)
+    def _handshake(self, request: socket.socket, client_address,
+                   ticket: Ticket) -> tuple[socket.socket, bool]:
+        """The socket that now owns the connection (the TLS one once wrapped) and whether the
+        handshake verified the client's certificate."""
+        connection = request
+        # A socket timeout bounds ssl's whole do_handshake, not each read: a deadline.
+        request.settimeout(HANDSHAKE_DEADLINE_S)
         try:
             # Responses go out in several small writes (TLS records); without NODELAY, Nagle
             # and delayed ACKs add ~40 ms to every request.
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            tls = self.server_tls.context.wrap_socket(
+            connection = self.server_tls.context.wrap_socket(
                 request, server_side=True, do_handshake_on_connect=False
             )
-            tls.do_handshake()
+            connection.do_handshake()
         except OSError as exc:  # ssl.SSLError and TimeoutError included
-            reason = ("TLS handshake timed out" if isinstance(exc, TimeoutError)
-                      else "TLS handshake failed")
-            self.refusals.refused(client_address[0], reason, str(exc))
-            self.shutdown_request(request)
-            return None
-        tls.settimeout(None)
-        return tls
+            if not ticket.evicted:  # counted when it was cut
+                reason = ("TLS handshake timed out" if isinstance(exc, TimeoutError)
+                          else "TLS handshake failed")
+                self.refusals.refused(client_address[0], reason, str(exc))
+            return connection, False
+        connection.settimeout(None)
+        return connection, True
+
+    def _turn_away(self, tls: socket.socket, client_address, ticket: Ticket) -> None:
+        """An authenticated client with no place (over the limit, or cut as its handshake
+        ended): 503, which the driver retries."""
+        if not ticket.evicted:  # counted when it was cut
+            self.refusals.refused(client_address[0], "too many authenticated connections",
+                                  "answered 503")
+        body = error_body("Service Unavailable", "too many connections; retry")
+        head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        tls.settimeout(HANDSHAKE_DEADLINE_S)
+        with contextlib.suppress(OSError):
+            tls.sendall(head + body)
 
     def handle_error(self, request, client_address) -> None:
         # A client that goes away is routine; anything else is the agent's fault and must be

@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import re
+import selectors
 import shutil
 import socket
 import tempfile
@@ -40,6 +41,77 @@ def with_option(config_text: str, section: str, option: str, value: str) -> str:
     out = io.StringIO()
     parser.write(out)
     return out.getvalue()
+
+
+# --- 1: idle connections without a certificate cannot lock the controller out -----------------
+
+ATTACK_CONNECTIONS = 300  # more than the agent keeps waiting for a handshake
+ATTACK_REOPENS = 200_000
+LEGIT_REQUESTS = 20
+
+
+class IdleConnections:
+    """count TCP connections from source that never say a word, each opened again as soon as
+    the agent closes it: in round one, 128 of these kept every certificate holder out."""
+
+    def __init__(self, port: int, count: int, source: str) -> None:
+        self._target = ("127.0.0.1", port)
+        self._count = count
+        self._source = source
+        self._selector = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep_open, daemon=True)
+        self.reopened = 0
+
+    def _open(self) -> None:
+        sock = socket.socket()
+        sock.bind((self._source, 0))
+        sock.settimeout(5)
+        try:
+            sock.connect(self._target)
+        except OSError:
+            sock.close()
+            return
+        self._selector.register(sock, selectors.EVENT_READ)
+
+    def _keep_open(self) -> None:
+        while not self._stop.is_set() and self.reopened < ATTACK_REOPENS:
+            for key, _ in self._selector.select(timeout=0.1):
+                self._selector.unregister(key.fileobj)
+                key.fileobj.close()
+                self._open()
+                self.reopened += 1
+            for _ in range(self._count - len(self._selector.get_map())):
+                self._open()
+
+    def __enter__(self) -> IdleConnections:
+        for _ in range(self._count):
+            self._open()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()
+        self._selector.close()
+
+
+@pytest.mark.parametrize("source", ["127.0.0.2", "127.0.0.1"],
+                         ids=["attacker-elsewhere", "attacker-on-the-same-address"])
+def test_idle_connections_without_a_certificate_cannot_lock_the_driver_out(agent_factory,
+                                                                           source):
+    agent = agent_factory(client_options={"retries": 3, "retry_interval": 0.2})
+    answered = 0
+    with IdleConnections(agent.port, ATTACK_CONNECTIONS, source) as attack:
+        for _ in range(LEGIT_REQUESTS):
+            with contextlib.suppress(OSError, AmphoraAPIError):  # requests' errors are OSErrors
+                answered += agent.client.version() == {"api_version": "1.0"}
+        # The attack held: the agent had to cut the idle connections to make room.
+        assert attack.reopened > 0
+    assert answered == LEGIT_REQUESTS
+    assert agent.process.poll() is None
 
 
 # --- 2: an interval no timer can wait must not stop the heartbeats ------------------------------
