@@ -138,17 +138,22 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tree_hash(root: Path) -> str:
-    """sha256 over the relative path and content of every file under root, in a fixed order,
-    leaving out version control, caches and build output (see _SKIPPED_DIRS)."""
-    digest = hashlib.sha256()
+def checkout_files(root: Path) -> list[str]:
+    """The relative paths of a checkout's files, sorted as walked, leaving out version control,
+    caches and build output (see _SKIPPED_DIRS): its content, for a hash or a copy."""
+    found = []
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = sorted(d for d in subdirs
                             if d not in _SKIPPED_DIRS and not d.endswith(_SKIPPED_SUFFIXES))
-        for name in sorted(files):
-            if name.endswith(_SKIPPED_SUFFIXES):
-                continue
-            path = Path(directory, name)
-            digest.update(str(path.relative_to(root)).encode() + b"\0")
-            digest.update(file_hash(path).encode())
+        found += [str(Path(directory, name).relative_to(root)) for name in sorted(files)
+                  if not name.endswith(_SKIPPED_SUFFIXES)]
+    return found
+
+
+def tree_hash(root: Path) -> str:
+    """sha256 over the relative path and content of every file of checkout_files(root)."""
+    digest = hashlib.sha256()
+    for relative in checkout_files(root):
+        digest.update(relative.encode() + b"\0")
+        digest.update(file_hash(root / relative).encode())
     return digest.hexdigest()

@@ -71,12 +71,15 @@ from harness.lab.standing_state import StandingLabError, load_record
 from harness.observe.bundle import bundle_name, collect_bundle, lab_summary
 from harness.observe.heartbeats import HeartbeatReceiver
 from harness.observe.traffic import recorders_active_since
+from harness.octavia_source import parse_octavia_source
 from harness.paths import SCENARIOS_DIR, default_results_dir
 from harness.polling import parse_timeout_factor, scaled, set_timeout_factor
 
 # The driver options and fixtures (--driver, --octavia-source) live in their own module, and so
-# do the options and hooks of runs spread over workers and engines (--docker-host, xdist).
-pytest_plugins = ["harness.pytest_drivers", "harness.pytest_distributed"]
+# do the options and hooks of runs spread over workers and engines (--docker-host, xdist), and
+# the choice of agent (--agent).
+pytest_plugins = ["harness.pytest_drivers", "harness.pytest_distributed",
+                  "harness.pytest_agents"]
 
 LAB_FIXTURES = {"lab_factory", "lab_provider"}
 LAB_TEST_TIMEOUT_S = 300.0
@@ -307,6 +310,9 @@ def lab_factory(
             amphora_image=request.config.getoption("--agent-image"),
             keep=keep,
             results_dir=lab_results_dir,
+            agent=request.config.getoption("--agent"),
+            octavia_source=parse_octavia_source(request.config.getoption("--octavia-source"),
+                                                cwd=request.config.invocation_params.dir),
         )
         labs.append(lab)
         lab.up()

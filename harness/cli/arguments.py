@@ -5,7 +5,8 @@ The shared options sit in a parent parser given to the top-level parser and to e
 parser, so `amphora-harness --provider netns up` and `amphora-harness up --provider netns` mean
 the same (given both, the later wins). Their defaults are suppressed in the parsers, because a
 command's parser would otherwise overwrite a value given before the command with its default;
-fill_defaults puts them in after parsing.
+fill_defaults puts them in after parsing. --agent and --octavia-source (add_agent_options) belong
+to the commands that boot amphorae (images build, up, run) and name the amphora image.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.cli import console
+from harness.lab.octavia_agent import AGENTS, OCTAVIA
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Provider
 from harness.lab.standing import StandingLab
 from harness.lab.standing_state import choose_lab
+from harness.octavia_source import (
+    DEFAULT_OCTAVIA_VERSION,
+    OctaviaSource,
+    OctaviaSourceError,
+    parse_octavia_source,
+)
 from harness.paths import RESULTS_DIR_ENV, default_results_dir
 from harness.polling import TIMEOUT_FACTOR_ENV, parse_timeout_factor, set_timeout_factor
 
@@ -50,6 +58,19 @@ def shared_options() -> argparse.ArgumentParser:
     return parser
 
 
+def add_agent_options(parser: argparse.ArgumentParser) -> None:
+    """--agent and --octavia-source, for the commands that boot amphorae (`bench measure` has
+    its own --agent: a list to compare)."""
+    parser.add_argument(
+        "--agent", choices=AGENTS, default="ours",
+        help="which amphora-agent amphorae run: ours (default) or OpenStack Octavia's own "
+        "(octavia; built from --octavia-source; docker provider only)")
+    parser.add_argument(
+        "--octavia-source", metavar="SOURCE", default=None,
+        help=f"the OpenStack Octavia to run: a PyPI version (default {DEFAULT_OCTAVIA_VERSION}), "
+        "a source checkout directory or an sdist/wheel file")
+
+
 def timeout_factor(text: str) -> float:
     try:
         return parse_timeout_factor(text)
@@ -77,6 +98,9 @@ def fill_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         args.results_dir = default_results_dir()
     args.results_dir = args.results_dir.absolute()
     console.RESULTS_DIR = args.results_dir
+    if getattr(args, "agent", None) == OCTAVIA and args.provider != "docker":
+        parser.error(f"--agent octavia runs on the docker provider only, not {args.provider} "
+                     "(Octavia's agent needs systemd as PID 1 in a container)")
     if "timeout_factor" in args:
         set_timeout_factor(args.timeout_factor)
     else:
@@ -100,6 +124,26 @@ def non_negative_int(text: str) -> int:
 def provider_of(args: argparse.Namespace) -> Provider:
     """The provider --provider names, on the first --docker-host (for a docker provider)."""
     return make_provider(args.provider, docker_host=next(iter(args.docker_hosts), None))
+
+
+def octavia_source_of(args: argparse.Namespace) -> OctaviaSource:
+    try:
+        return parse_octavia_source(args.octavia_source)
+    except OctaviaSourceError as exc:
+        raise console.CommandError(str(exc)) from None
+
+
+def amphora_image_of(provider: Provider, args: argparse.Namespace) -> str:
+    """The amphora image --agent (and --octavia-source) name, built first if missing."""
+    if args.agent == OCTAVIA:
+        return provider.ensure_octavia_image(octavia_source_of(args))
+    return provider.ensure_image("amphora")
+
+
+def agent_pytest_args(args: argparse.Namespace) -> list[str]:
+    """The same choice of agent, for a pytest run of the suites."""
+    source = [f"--octavia-source={args.octavia_source}"] if args.octavia_source else []
+    return [f"--agent={args.agent}", *source]
 
 
 @contextmanager

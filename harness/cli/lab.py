@@ -10,10 +10,13 @@ import shutil
 import sys
 
 from harness.cli.arguments import (
+    add_agent_options,
     add_command,
+    amphora_image_of,
     chosen_lab,
     lab_option,
     non_negative_int,
+    octavia_source_of,
     provider_of,
 )
 from harness.cli.console import CONSOLE, OUT, CommandError, step
@@ -42,12 +45,12 @@ def up(args: argparse.Namespace) -> None:
         load_topology(args.topology), topology=args.arrangement, amphorae=args.amphorae,
         members=args.members, load_balancer=args.lb, no_load_balancer=args.no_lb)
     provider = provider_of(args)
-    images = {}
-    for name in ("amphora", "member"):
-        with step(f"image {name}"):
-            images[name] = provider.ensure_image(name)
-    lab = Lab(provider, amphora_image=images["amphora"], member_image=images["member"],
-              keep=True)
+    with step(f"image amphora ({args.agent} agent)"):
+        amphora_image = amphora_image_of(provider, args)
+    with step("image member"):
+        member_image = provider.ensure_image("member")
+    lab = Lab(provider, amphora_image=amphora_image, member_image=member_image, keep=True,
+              agent=args.agent, octavia_source=octavia_source_of(args))
     try:
         with step(f"lab networks ({provider.name})"):
             lab.up()
@@ -197,6 +200,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         commands, "up", help="bring a lab up and leave it running",
         description="Bring a lab up from a topology (fixtures/topologies/NAME.yaml or a file); "
         "flags override its fields. The lab stays up until `amphora-harness down`.")
+    add_agent_options(start)
     start.add_argument("topology", nargs="?", default=DEFAULT_TOPOLOGY, metavar="TOPOLOGY",
                        help=f"a topology name or file (default: {DEFAULT_TOPOLOGY})")
     arrangement = start.add_mutually_exclusive_group()

@@ -21,7 +21,12 @@ from pathlib import Path
 from rich.table import Table
 
 from harness.cli import console
-from harness.cli.arguments import add_command
+from harness.cli.arguments import (
+    add_agent_options,
+    add_command,
+    agent_pytest_args,
+    amphora_image_of,
+)
 from harness.cli.console import CONSOLE, OUT, CommandError, step
 from harness.cli.signals import run_forwarding_signals
 from harness.lab.providers import make_provider
@@ -125,16 +130,18 @@ def run(args: argparse.Namespace) -> None:
         raise CommandError(f"no suite {', '.join(unknown)} (there are {', '.join(known)})")
     for engine in args.docker_hosts or [None]:
         provider = make_provider(args.provider, docker_host=engine)
-        for name in ("amphora", "member"):
-            with step(f"image {name}" + (f" on {engine}" if engine else "")):
-                provider.ensure_image(name)
+        on = f" on {engine}" if engine else ""
+        with step(f"image amphora ({args.agent} agent){on}"):
+            amphora_image_of(provider, args)
+        with step(f"image member{on}"):
+            provider.ensure_image("member")
     run_name = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if args.shard is not None:
         run_name += f"-shard-{args.shard.index}-of-{args.shard.count}"
     out_dir = console.RESULTS_DIR / "run" / run_name
     out_dir.mkdir(parents=True, exist_ok=True)
     pytest_args = [*(f"--docker-host={engine}" for engine in args.docker_hosts),
-                   *args.pytest_args]
+                   *agent_pytest_args(args), *args.pytest_args]
     results = []
     for suite in suites:
         CONSOLE.rule(f"suite {suite}")
@@ -195,6 +202,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         commands, "run", help="run scenario suites, then print a results table",
         description=f"Run scenario suites (default: {', '.join(CORE_SUITES)}), each with a "
         "JUnit report under results/run/. Arguments after -- go to pytest.")
+    add_agent_options(suites)
     suites.add_argument("suites", nargs="*", metavar="SUITE")
     suites.add_argument(
         "--shard", type=shard, metavar="I/K",

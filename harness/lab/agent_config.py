@@ -46,7 +46,9 @@ def render_agent_config(settings: AgentSettings) -> str:
     }
     parser["health_manager"] = {
         "controller_ip_port_list": ", ".join(settings.controllers),
-        "heartbeat_interval": str(settings.heartbeat_interval),
+        # Octavia's option is an integer: 10.0 would stop its health sender ("invalid literal
+        # for int()"); a whole number of seconds is written as one.
+        "heartbeat_interval": f"{settings.heartbeat_interval:g}",
         "heartbeat_key": settings.heartbeat_key,
     }
     parser["controller_worker"] = {"loadbalancer_topology": settings.topology}

@@ -225,11 +225,15 @@ class ImageBuilder:
         return tag
 
     def stale_images(self) -> list[str]:
-        """Tags of ours that no current recipe produces (old code or package lists)."""
+        """Tags of ours that no current recipe produces (old code or package lists). Images of
+        other builders (Octavia's agent: one per Octavia source) are left alone."""
         current = {tag for recipe in RECIPES.values() for tag in (recipe.tag(), recipe.base_tag())}
+        repositories = {repository for recipe in RECIPES.values()
+                        for repository in (recipe.repository, recipe.base_repository)}
         stale = []
         for image in self.client.images.list(filters={"label": IMAGE_LABEL}):
-            stale += [t for t in image.tags if t.startswith(REPOSITORY_PREFIX) and t not in current]
+            stale += [t for t in image.tags
+                      if t.split(":")[0] in repositories and t not in current]
         return stale
 
     def remove_unused(self, tag: str) -> bool:

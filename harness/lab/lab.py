@@ -12,6 +12,7 @@ import contextlib
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -42,6 +43,14 @@ from harness.lab.constants import (
 )
 from harness.lab.errors import LabError
 from harness.lab.host_tables import remove_lab_tables
+from harness.lab.octavia_agent import (
+    OCTAVIA,
+    OCTAVIA_CONFIG_EXTRA,
+    OCTAVIA_READY_TIMEOUT_S,
+    REINDEX_ARGV,
+    haproxy_limit_files,
+    haproxy_limit_warning,
+)
 from harness.lab.providers.base import (
     AddressSpaceTaken,
     AttachedPort,
@@ -52,6 +61,7 @@ from harness.lab.providers.base import (
     Provider,
 )
 from harness.model.loadbalancer import MemberPort, VipPort, VipSubnet
+from harness.octavia_source import OctaviaSource, parse_octavia_source
 from harness.polling import scaled
 
 READY_TIMEOUT_S = 60.0
@@ -107,7 +117,12 @@ class Lab:
         member_image: str | None = None,
         keep: bool = False,
         results_dir: Path | None = None,
+        agent: str = "ours",
+        octavia_source: OctaviaSource | None = None,
     ) -> None:
+        """agent: which amphora-agent the amphorae run, "ours" or "octavia" (OpenStack
+        Octavia's, built from octavia_source, default the pinned release; docker provider only).
+        amphora_image overrides either."""
         self.id = uuid.uuid4().hex[:8]
         self.provider = provider
         self.keep = keep
@@ -118,6 +133,8 @@ class Lab:
         self.members: list[LabMember] = []
         self.clients: list[Node] = []
         self._images = {"amphora": amphora_image, "member": member_image}
+        self.agent = agent
+        self.octavia_source = octavia_source or parse_octavia_source(None)
         self._nodes_per_network = dict.fromkeys(NETWORK_ROLES, 0)
         self._vips = 0
         self._is_down = False
@@ -226,7 +243,10 @@ class Lab:
 
     def _image(self, name: str) -> str:
         if self._images[name] is None:
-            self._images[name] = self.provider.ensure_image(name)
+            if name == "amphora" and self.agent == OCTAVIA:
+                self._images[name] = self.provider.ensure_octavia_image(self.octavia_source)
+            else:
+                self._images[name] = self.provider.ensure_image(name)
         return self._images[name]
 
     def _node_spec(self, role: str, network_role: str, address: IPv4Address,
@@ -253,6 +273,10 @@ class Lab:
         amphora_id = str(uuid.uuid4())
         address = self._node_address("lb-mgmt")
         credentials = self.pki.amphora(amphora_id)
+        is_octavia = self.agent == OCTAVIA
+        if is_octavia:
+            extra = agent_settings.pop("extra", {})
+            agent_settings["extra"] = {**OCTAVIA_CONFIG_EXTRA, **extra}
         settings = replace(AgentSettings(
             amphora_id=amphora_id, ca_path=AGENT_CA_PATH, server_pem_path=AGENT_SERVER_PEM_PATH,
             bind_host=str(address), bind_port=AGENT_PORT,
@@ -263,6 +287,7 @@ class Lab:
             hostname=f"amphora-{amphora_id}",
             image=self._image("amphora"),
             data_plane_privileges=True,
+            systemd_init=is_octavia,
             files={
                 AGENT_CONFIG_PATH: render_agent_config(settings).encode(),
                 AGENT_CA_PATH: credentials.ca.read_bytes(),
@@ -271,12 +296,25 @@ class Lab:
         )
         started = time.monotonic()
         node = self.provider.boot(spec, keep=self.keep)
+        if is_octavia:
+            self._fit_haproxy_limits(node)
         client = AmphoraClient(str(spec.address), AGENT_PORT, amphora_id, self.pki.driver)
         amphora = LabAmphora(id=amphora_id, node=node, mgmt_address=spec.address, client=client,
                              agent_settings=settings)
         # Registered before it is ready, so a failure still saves its log and tears it down.
         self.amphorae.append(amphora)
         return amphora, started
+
+    def _fit_haproxy_limits(self, node: Node) -> None:
+        """Octavia's haproxy units ask for more open files than some hosts grant: there the
+        lab lowers them, with a drop-in and a warning naming the limit (harness.lab.
+        octavia_agent); a host that grants Octavia's value gets it unchanged."""
+        shown = self.provider.exec(node, ["sh", "-c", "ulimit -Hn"]).output.strip()
+        hard = 1 << 62 if shown == "unlimited" else int(shown)
+        files = haproxy_limit_files(hard)
+        if files:
+            warnings.warn(haproxy_limit_warning(hard), stacklevel=3)
+            self.provider.put_files(node, files)
 
     def _wait_ready(self, amphora: LabAmphora, started: float) -> None:
         probe = AmphoraClient(
@@ -285,10 +323,13 @@ class Lab:
         )
         with probe:
             self._wait_until(amphora.node, probe.get_info,
-                             (requests.RequestException, AmphoraAPIError))
+                             (requests.RequestException, AmphoraAPIError),
+                             OCTAVIA_READY_TIMEOUT_S if self.agent == OCTAVIA
+                             else READY_TIMEOUT_S)
         amphora.ready_s = time.monotonic() - started
 
-    def _wait_until(self, node: Node, check, retried: tuple[type[Exception], ...]) -> None:
+    def _wait_until(self, node: Node, check, retried: tuple[type[Exception], ...],
+                    timeout_s: float = READY_TIMEOUT_S) -> None:
         """Retry check until it passes; fail at once if the node stops, with its log."""
 
         def attempt() -> None:
@@ -300,13 +341,13 @@ class Lab:
         try:
             tenacity.Retrying(
                 retry=tenacity.retry_if_exception_type(retried),
-                stop=tenacity.stop_after_delay(scaled(READY_TIMEOUT_S)),
+                stop=tenacity.stop_after_delay(scaled(timeout_s)),
                 wait=tenacity.wait_fixed(READY_POLL_S),
                 reraise=True,
             )(attempt)
         except retried as exc:
             raise LabError(
-                f"{node.name} not ready after {scaled(READY_TIMEOUT_S):.0f}s ({exc}); its log:\n"
+                f"{node.name} not ready after {scaled(timeout_s):.0f}s ({exc}); its log:\n"
                 f"{_tail(self.provider.logs(node))}"
             ) from exc
 
@@ -371,6 +412,11 @@ class Lab:
         amphora (the engine picks its MAC and fixed IP). The agent knows nothing of it yet."""
         port = self.provider.attach_port(amphora.node, self.networks[network_role])
         amphora.ports.append(port)
+        if self.agent == OCTAVIA:
+            result = self.provider.exec(amphora.node, [*REINDEX_ARGV, port.mac_address])
+            if not result.ok:
+                raise LabError(f"{amphora.name}: giving port {port.mac_address} a small "
+                               f"interface index failed: {result.output.strip()}")
         return port
 
     def attach_vip_port(self, amphora: LabAmphora) -> VipPort:

@@ -37,7 +37,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
     {"observe"},
     {"faults"},
     {"bench"},
-    {"cli", "pytest_plugin", "pytest_drivers", "pytest_distributed", "pytest_loader"},
+    {"cli", "pytest_plugin", "pytest_drivers", "pytest_distributed", "pytest_loader",
+     "pytest_agents"},
 ))
 
 

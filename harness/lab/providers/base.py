@@ -24,6 +24,8 @@ from typing import ClassVar
 
 import psutil
 
+from harness.octavia_source import OctaviaSource
+
 LAB_LABEL = "amphora-harness.lab"
 OWNER_LABEL = "amphora-harness.owner"
 # Set on labs started with --keep-lab: the plugin's start-of-session gc leaves them alone.
@@ -76,6 +78,9 @@ class NodeSpec:
     files: dict[str, bytes] = field(default_factory=dict)
     # Amphorae: may create namespaces, move interfaces, set sysctls and send VRRP.
     data_plane_privileges: bool = False
+    # The image's command is an init system (systemd as PID 1): it needs /run/lock, the cgroup
+    # tree and a stop that gives it time to stop its units in order.
+    systemd_init: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,15 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def ensure_image(self, name: str) -> str:
         """The reference of our image `name` ("amphora", "member"), built first if missing."""
+
+    def ensure_octavia_image(self, source: OctaviaSource) -> str:
+        """The image of Octavia's own amphora-agent from source, built first if missing."""
+        raise ProviderError(f"Octavia's amphora-agent runs on the docker provider only, not on "
+                            f"{self.name} (use --provider docker, or --agent ours)")
+
+    def put_files(self, node: Node, files: dict[str, bytes]) -> None:
+        """Write files into a running node."""
+        raise ProviderError(f"the {self.name} provider cannot write files into a running node")
 
     @abc.abstractmethod
     def boot(self, spec: NodeSpec, *, keep: bool = False) -> Node:

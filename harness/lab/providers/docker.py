@@ -27,6 +27,7 @@ import requests.exceptions
 from docker.types import IPAMConfig, IPAMPool, Ulimit
 
 from harness.lab.images import ImageBuilder, ImageBuildError
+from harness.lab.octavia_image import OctaviaImageBuilder
 from harness.lab.providers.base import (
     INDEX_LABEL,
     KEEP_LABEL,
@@ -45,6 +46,7 @@ from harness.lab.providers.base import (
     ProviderError,
     owner_token,
 )
+from harness.octavia_source import OctaviaSource
 
 T = TypeVar("T")
 
@@ -65,6 +67,15 @@ AMPHORA_TMPFS = {"/run": "rw,mode=755"}
 # 50,000 per listener, and Octavia's amphora allows haproxy 2,600,000 files); the kernel's
 # usual ceiling (fs.nr_open) is 1,048,576.
 AMPHORA_NOFILE = 1048576
+# systemd as PID 1 (Octavia's amphora image) also wants /run/lock and the cgroup tree, and stops
+# its units in order on SIGRTMIN+3 (the image's stop signal), which takes 5-16 s here.
+SYSTEMD_TMPFS = {"/run/lock": "rw,mode=1777"}
+SYSTEMD_BINDS = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
+SYSTEMD_STOP_TIMEOUT_S = 30
+# What a systemd node's log is: its journal (agent, haproxy, keepalived units) and the agent's
+# own access/error log; `docker logs` of systemd shows nothing of them.
+SYSTEMD_LOG_COMMAND = ("journalctl -b --no-pager 2>&1; echo '--- /var/log/amphora-agent.log'; "
+                       "cat /var/log/amphora-agent.log 2>&1")
 
 NETWORK_REMOVE_ATTEMPTS = 10
 PEER_INDEX = re.compile(r"@if(\d+):.*?link/ether ([0-9a-f:]{17})", re.S)
@@ -154,6 +165,12 @@ class DockerProvider(Provider):
         except ImageBuildError as exc:
             raise ProviderError(str(exc)) from exc
 
+    def ensure_octavia_image(self, source: OctaviaSource) -> str:
+        try:
+            return OctaviaImageBuilder(self.client).ensure(source)
+        except ImageBuildError as exc:
+            raise ProviderError(str(exc)) from exc
+
     def boot(self, spec: NodeSpec, *, keep: bool = False) -> Node:
         try:
             return self._boot(spec, keep, raise_nofile=spec.data_plane_privileges
@@ -174,7 +191,10 @@ class DockerProvider(Provider):
         api = self.client.api
         privileges = {}
         if spec.data_plane_privileges:
-            privileges = {"cap_add": AMPHORA_CAPABILITIES, "tmpfs": AMPHORA_TMPFS}
+            privileges = {"cap_add": AMPHORA_CAPABILITIES, "tmpfs": dict(AMPHORA_TMPFS)}
+        if spec.systemd_init:
+            privileges.setdefault("tmpfs", {}).update(SYSTEMD_TMPFS)
+            privileges["binds"] = SYSTEMD_BINDS
         if raise_nofile:
             privileges["ulimits"] = [Ulimit(name="nofile", soft=AMPHORA_NOFILE,
                                             hard=AMPHORA_NOFILE)]
@@ -189,6 +209,7 @@ class DockerProvider(Provider):
                 hostname=spec.hostname,
                 labels=self._labels(spec.lab_id, spec.role, keep),
                 detach=True,
+                stop_timeout=SYSTEMD_STOP_TIMEOUT_S if spec.systemd_init else None,
                 host_config=host_config,
                 networking_config=api.create_networking_config(
                     {spec.network.name: api.create_endpoint_config(
@@ -200,6 +221,10 @@ class DockerProvider(Provider):
                 api.put_archive(node.handle, "/", _tar(spec.files))
             api.start(node.handle)
         return node
+
+    def put_files(self, node: Node, files: dict[str, bytes]) -> None:
+        with _engine(f"writing files into {node.name}"):
+            self.client.api.put_archive(node.handle, "/", _tar(files))
 
     def remove_node(self, node: Node) -> None:
         self._remove_container(node.handle)
@@ -230,7 +255,11 @@ class DockerProvider(Provider):
 
     def logs(self, node: Node) -> str:
         with _engine(f"reading the log of {node.name}"):
-            return self._container(node).logs().decode(errors="replace")
+            container = self._container(node)
+            if node.spec.systemd_init and container.status == "running":
+                _, output = container.exec_run(["sh", "-c", SYSTEMD_LOG_COMMAND])
+                return output.decode(errors="replace")
+            return container.logs().decode(errors="replace")
 
     def is_running(self, node: Node) -> bool:
         return self._container(node).status == "running"
@@ -248,6 +277,8 @@ class DockerProvider(Provider):
             self.client.api.kill(node.handle, signal=signal)
 
     def stop(self, node: Node, timeout_s: float = 10.0) -> None:
+        if node.spec.systemd_init:
+            timeout_s = max(timeout_s, SYSTEMD_STOP_TIMEOUT_S)
         with _engine(f"stopping {node.name}"):
             self.client.api.stop(node.handle, timeout=int(timeout_s))
 

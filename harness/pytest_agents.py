@@ -1,0 +1,46 @@
+"""Which amphora-agent the suites' amphorae run, for the pytest plugin.
+
+Options:
+    --agent ours|octavia       ours (default), or OpenStack Octavia's own agent in an image built
+                               from --octavia-source (harness.lab.octavia_image; docker only)
+
+Marker:
+    agent_xfail(name, reason=...)   with agent `name` the test fails for a known reason (a bug of
+                                    that agent, named with its code): xfail(strict=True)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.lab.octavia_agent import AGENTS, OCTAVIA
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("amphora-harness")
+    group.addoption("--agent", default="ours", choices=AGENTS,
+                    help="which amphora-agent the amphorae run: ours (default) or OpenStack "
+                         "Octavia's own (octavia; built from --octavia-source; docker only)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "agent_xfail(name, reason): fails with that agent (ours|octavia) for the "
+                   "reason given (a known bug, named): xfail(strict=True) there")
+    if config.getoption("--agent") == OCTAVIA and config.getoption("--provider") != "docker":
+        raise pytest.UsageError("--agent octavia runs on the docker provider only (Octavia's "
+                                "agent needs systemd as PID 1 in a container)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    agent = config.getoption("--agent")
+    for item in items:
+        for marker in item.iter_markers("agent_xfail"):
+            name = marker.args[0] if marker.args else marker.kwargs.get("name")
+            reason = marker.kwargs.get("reason") or (
+                marker.args[1] if len(marker.args) > 1 else "")
+            if name not in AGENTS or not reason:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.agent_xfail needs an agent "
+                                        f"({' or '.join(AGENTS)}) and a reason")
+            if name == agent:
+                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
