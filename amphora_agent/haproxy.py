@@ -35,7 +35,7 @@ from amphora_agent.config import AgentConfig
 from amphora_agent.fsutil import atomic_write
 from amphora_agent.haproxy_config import HaproxyConfig, parse_haproxy_config
 from amphora_agent.processes import POLL_S, is_alive, run_command, terminate_tree, wait_for
-from amphora_agent.validation import is_uuid
+from amphora_agent.names import is_uuid
 
 LOG = logging.getLogger(__name__)
 

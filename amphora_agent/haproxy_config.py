@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amphora_agent.validation import is_uuid
+from amphora_agent.names import is_uuid
 
 # Keywords that open a section; any other non-indented keyword still belongs to the current one.
 _SECTION_KEYWORDS = frozenset(

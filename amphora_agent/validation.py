@@ -1,34 +1,15 @@
-"""Checks on what a request carries: ids and file names in paths, the size of its body, and
-whether that is JSON.
-
-Every check here runs before a handler touches the file system, so a hostile path component
-(`..`, a slash smuggled in as %2F, a NUL byte) can never become part of a file name.
-"""
+"""Checks on what a request's body carries: its size, and whether it is JSON (names in paths are
+checked by names.py)."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from flask import request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-# Octavia names certificate files after a UUID, a SHA-1 or a host name ("WILDCARD.example.com"):
-# letters, digits, '_', '-', '.', never a leading dot, always ".pem" at the end.
-_CERT_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,250}\.pem")
 _CHUNK = 64 * 1024
-
-
-def is_uuid(value: str) -> bool:
-    """True for the 8-4-4-4-12 hex form Octavia uses for every object id."""
-    return _UUID.fullmatch(value) is not None
-
-
-def is_cert_filename(name: str) -> bool:
-    """True for a certificate file name that is safe to join to a directory."""
-    return _CERT_FILENAME.fullmatch(name) is not None
 
 
 def read_body(limit: int) -> bytes:

@@ -18,7 +18,8 @@ from amphora_agent.errors import APIError
 from amphora_agent.fsutil import atomic_write
 from amphora_agent.server import make_tls_context
 from amphora_agent.services import AgentServices
-from amphora_agent.validation import is_cert_filename, is_uuid, read_body
+from amphora_agent.names import is_cert_filename, is_uuid
+from amphora_agent.validation import read_body
 
 
 def _cert_path(agent: AgentServices, lb_id: str, filename: str, *, uploading: bool) -> Path:

@@ -7,8 +7,9 @@ from flask import Response, jsonify
 from amphora_agent.certificates import md5_hex
 from amphora_agent.errors import APIError
 from amphora_agent.haproxy import HaproxyError
+from amphora_agent.names import is_uuid
 from amphora_agent.services import AgentServices
-from amphora_agent.validation import is_uuid, read_body
+from amphora_agent.validation import read_body
 
 ACTIONS = ("start", "stop", "reload")
 
