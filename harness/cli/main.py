@@ -25,7 +25,7 @@ import sys
 import traceback
 from datetime import UTC, datetime
 
-from harness.cli import bench, console, faults, images, lab, merge, push, suites
+from harness.cli import bench, conformance, console, faults, images, lab, merge, push, suites
 from harness.cli.arguments import fill_defaults, shared_options
 from harness.cli.console import CONSOLE, CommandError
 from harness.cli.signals import Terminated, sigterm_exits_through_finally
@@ -33,7 +33,7 @@ from harness.distribution import package_version
 
 DEBUG_ENV = "AMPHORA_HARNESS_DEBUG"
 # Each registers its commands; this order is the order of `--help`.
-COMMAND_GROUPS = (images, lab, push, faults, suites, merge, bench)
+COMMAND_GROUPS = (images, lab, push, faults, suites, conformance, merge, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +59,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     fill_defaults(args, parser)
     if extra:
-        if args.command != "run":
-            parser.error("arguments after -- are for `run` only")
+        if args.command not in ("run", "conformance"):
+            parser.error("arguments after -- are for `run` and `conformance` only")
         args.pytest_args = extra
     return args
 

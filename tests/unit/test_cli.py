@@ -82,7 +82,7 @@ EVERY_COMMAND = {
     "images": ["images", "build"], "up": ["up"], "status": ["status"], "shell": ["shell", "0"],
     "logs": ["logs", "0"], "down": ["down"], "gc": ["gc"], "push": ["push", "http"],
     "traffic": ["traffic"], "fault": ["fault", "kill"], "heal": ["heal"], "run": ["run"],
-    "merge": ["merge", "results/run/x"], "bench": ["bench"],
+    "merge": ["merge", "results/run/x"], "bench": ["bench"], "conformance": ["conformance"],
 }
 
 

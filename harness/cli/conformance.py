@@ -1,0 +1,154 @@
+"""`amphora-harness conformance`: the core suites against each agent (ours and Octavia's own),
+one scenario per row, one agent per column: passed, failed, xfailed (with the reason), skipped.
+
+Each suite runs per agent in a pytest child as `run` runs it (harness.cli.suites), with a JUnit
+report; the table is read from the reports and written to results/conformance/<time>/ as
+Markdown (table.md) and JSON (results.json), and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.table import Table
+
+from harness.cli import console
+from harness.cli.arguments import add_command, octavia_source_of, provider_of
+from harness.cli.console import CONSOLE, OUT, CommandError, step
+from harness.cli.signals import run_forwarding_signals
+from harness.cli.suites import CORE_SUITES, available_suites, suite_argv
+from harness.lab.octavia_agent import AGENTS, OCTAVIA
+
+OUTCOME_STYLES = {"passed": "green", "failed": "red", "xfailed": "yellow", "skipped": "dim",
+                  "missing": "red"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outcome: str  # passed | failed | xfailed | skipped
+    reason: str = ""
+
+
+def outcomes(junit: Path) -> dict[str, Outcome]:
+    """Scenario (suite-relative node id) -> outcome, from a pytest JUnit report."""
+    found: dict[str, Outcome] = {}
+    if not junit.is_file():
+        return found
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        scenario = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+        failure = case.find("failure")
+        if failure is None:
+            failure = case.find("error")
+        skipped = case.find("skipped")
+        if failure is not None:
+            found[scenario] = Outcome("failed", (failure.get("message") or "")[:300])
+        elif skipped is not None:
+            kind = "xfailed" if skipped.get("type") == "pytest.xfail" else "skipped"
+            found[scenario] = Outcome(kind, skipped.get("message") or "")
+        else:
+            found[scenario] = Outcome("passed")
+    return found
+
+
+def conformance(args: argparse.Namespace) -> None:
+    known = available_suites()
+    suites = args.suites or [s for s in CORE_SUITES if s in known]
+    unknown = [s for s in suites if s not in known]
+    if unknown:
+        raise CommandError(f"no suite {', '.join(unknown)} (there are {', '.join(known)})")
+    agents = list(args.agents)
+    if OCTAVIA in agents and args.provider != "docker":
+        raise CommandError(f"Octavia's agent runs on the docker provider only, not "
+                           f"{args.provider}: use --provider docker or --agents ours")
+    provider = provider_of(args)
+    source_args = [f"--octavia-source={args.octavia_source}"] if args.octavia_source else []
+    if OCTAVIA in agents:
+        with step("image octavia-amphora"):
+            provider.ensure_octavia_image(octavia_source_of(args))
+    out_dir = console.RESULTS_DIR / "conformance" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table: dict[str, dict[str, dict[str, Outcome]]] = {}  # suite -> scenario -> agent
+    for agent in agents:
+        for suite in suites:
+            CONSOLE.rule(f"{suite}, {agent} agent")
+            junit = out_dir / f"{suite}-{agent}.xml"
+            child = run_forwarding_signals(
+                suite_argv(suite, junit, args.provider, console.RESULTS_DIR,
+                           [f"--agent={agent}", *source_args, *args.pytest_args]),
+                cwd=Path.cwd())
+            for scenario, outcome in outcomes(junit).items():
+                table.setdefault(suite, {}).setdefault(scenario, {})[agent] = outcome
+            if child.signal is not None:
+                raise SystemExit(128 + child.signal)
+    rows = [(suite, scenario, by_agent) for suite, scenarios in table.items()
+            for scenario, by_agent in scenarios.items()]
+    (out_dir / "results.json").write_text(json.dumps(
+        {"agents": agents, "octavia_source": args.octavia_source or "default",
+         "scenarios": [{"suite": suite, "scenario": scenario,
+                        **{agent: asdict(by_agent.get(agent, Outcome("missing")))
+                           for agent in agents}} for suite, scenario, by_agent in rows]},
+        indent=1) + "\n")
+    (out_dir / "table.md").write_text(markdown(rows, agents))
+    OUT.print(rich_table(rows, agents))
+    OUT.print(f"conformance table in {out_dir}")
+    if any(o.outcome == "failed" for _, _, by in rows for o in by.values()):
+        raise CommandError("some scenarios failed (see the table)")
+
+
+def _cell(outcome: Outcome | None) -> str:
+    if outcome is None:
+        return "missing"
+    return outcome.outcome + (f": {outcome.reason}" if outcome.reason else "")
+
+
+def markdown(rows: list[tuple[str, str, dict[str, Outcome]]], agents: list[str]) -> str:
+    lines = [f"| suite | scenario | {' | '.join(agents)} |",
+             "|---|---|" + "---|" * len(agents)]
+    for suite, scenario, by_agent in rows:
+        cells = [_cell(by_agent.get(agent)).replace("|", "\\|").replace("\n", " ")
+                 for agent in agents]
+        lines.append(f"| {suite} | {scenario} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(rows: list[tuple[str, str, dict[str, Outcome]]], agents: list[str]) -> Table:
+    table = Table(title="conformance")
+    table.add_column("suite")
+    table.add_column("scenario")
+    for agent in agents:
+        table.add_column(agent)
+    for suite, scenario, by_agent in rows:
+        cells = []
+        for agent in agents:
+            outcome = by_agent.get(agent)
+            style = OUTCOME_STYLES[outcome.outcome if outcome else "missing"]
+            cells.append(f"[{style}]{_cell(outcome)[:80]}[/]")
+        table.add_row(suite, scenario, *cells)
+    return table
+
+
+def agent_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in AGENTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: agents are {', '.join(AGENTS)}")
+    return names
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        commands, "conformance", help="the core suites against each agent: a scenario table",
+        description=f"Run suites (default: {', '.join(CORE_SUITES)}) against each agent and "
+        "write results/conformance/<time>/table.md and results.json. Arguments after -- go "
+        "to pytest.")
+    parser.add_argument("suites", nargs="*", metavar="SUITE")
+    parser.add_argument("--agents", type=agent_list, default=AGENTS, metavar="LIST",
+                        help=f"comma-separated agents (default: {','.join(AGENTS)})")
+    parser.add_argument("--octavia-source", metavar="SOURCE", default=None,
+                        help="the Octavia whose agent runs (as for `run --agent octavia`)")
+    parser.set_defaults(func=conformance, pytest_args=[])
