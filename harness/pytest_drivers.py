@@ -31,9 +31,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from harness.amphora_api.client import AmphoraClient
 from harness.drivers.config_diff import ConfigDiffLog
-from harness.drivers.factory import DRIVER_NAMES, DriverFactory, OctaviaRuntime
+from harness.drivers.factory import (
+    DRIVER_NAMES,
+    DriverFactory,
+    OctaviaRuntime,
+    amphora_open_files,
+)
 from harness.drivers.octavia_process import OctaviaProbe
 from harness.drivers.octavia_venv import ensure_octavia_python
 from harness.lab.lab import Lab
@@ -160,20 +164,11 @@ def start_octavia_probe(octavia_source: OctaviaSource) -> Iterator[Callable[[], 
 def lb_driver_factory(request: pytest.FixtureRequest, lab: Lab,
                       start_octavia_probe: Callable[[], OctaviaProbe]
                       ) -> Iterator[DriverFactory]:
-    octavia = OctaviaRuntime(probe=start_octavia_probe, credentials=lab.pki.driver,
-                             open_files_limit=lambda client: amphora_open_files(lab, client))
+    octavia = OctaviaRuntime(
+        probe=start_octavia_probe, credentials=lab.pki.driver,
+        open_files_limit=lambda client: amphora_open_files(lab.provider, lab.amphorae, client))
     factory = DriverFactory(request.config.getoption("--driver"), octavia,
                             diff_log=request.config.stash.get(DIFF_LOG, None))
     yield factory
     factory.close()
 
-
-def amphora_open_files(lab: Lab, client: AmphoraClient) -> int | None:
-    """The hard open-files limit inside the lab amphora client talks to (None: unlimited or
-    not known)."""
-    amphora = next((a for a in lab.amphorae if a.id == client.amphora_id), None)
-    if amphora is None:
-        return None
-    shown = lab.provider.exec(amphora.node, ["sh", "-c", "ulimit -Hn"])
-    value = shown.output.strip()
-    return int(value) if shown.ok and value.isdigit() else None

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.cli import console
+from harness.drivers.factory import DRIVER_NAMES
 from harness.lab.octavia_agent import AGENTS, OCTAVIA
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Provider
@@ -65,10 +66,22 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
         "--agent", choices=AGENTS, default="ours",
         help="which amphora-agent amphorae run: ours (default) or OpenStack Octavia's own "
         "(octavia; built from --octavia-source; docker provider only)")
+    add_octavia_source_option(parser)
+
+
+def add_octavia_source_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--octavia-source", metavar="SOURCE", default=None,
         help=f"the OpenStack Octavia to run: a PyPI version (default {DEFAULT_OCTAVIA_VERSION}), "
         "a source checkout directory or an sdist/wheel file")
+
+
+def add_driver_option(parser: argparse.ArgumentParser) -> None:
+    """--driver: which controller drives load balancers (harness.drivers.factory)."""
+    parser.add_argument(
+        "--driver", choices=DRIVER_NAMES, default="harness",
+        help="the controller that drives the load balancer: ours (harness, default) or "
+        "OpenStack Octavia's amphora driver (octavia; from --octavia-source)")
 
 
 def timeout_factor(text: str) -> float:

@@ -13,13 +13,21 @@ from pathlib import Path
 
 from rich.table import Table
 
-from harness.cli.arguments import add_command, chosen_lab, lab_option
+from harness.cli.arguments import (
+    add_command,
+    add_driver_option,
+    add_octavia_source_option,
+    chosen_lab,
+    lab_option,
+    octavia_source_of,
+)
 from harness.cli.console import OUT, CommandError, step
 from harness.drivers.standing_push import push_lb
 from harness.lab.shape import check_lb_file, resolve_lb
 from harness.lab.standing import StandingLab
 from harness.observe.traffic import TimelineRecorder
-from harness.observe.vip import answering_amphora
+from harness.observe.vip import answering_amphora, carriers_of
+from harness.octavia_source import OctaviaSource
 from harness.polling import poll_until
 
 SERVING_TIMEOUT_S = 30.0
@@ -27,16 +35,20 @@ SERVING_TIMEOUT_S = 30.0
 
 def push(args: argparse.Namespace) -> None:
     lb_file = resolve_lb(args.lb_file)
+    source = octavia_source_of(args)
     with chosen_lab(args) as lab:
         check_lb_file(lb_file, len(lab.members))
-        push_and_wait(lab, lb_file)
+        push_and_wait(lab, lb_file, args.driver, source)
 
 
-def push_and_wait(standing: StandingLab, lb_file: Path) -> None:
-    """Create or update the lab's load balancer, then wait until something answers on its VIP."""
+def push_and_wait(standing: StandingLab, lb_file: Path, driver: str = "harness",
+                  octavia_source: OctaviaSource | None = None) -> None:
+    """Create or update the lab's load balancer with driver (harness.drivers.factory), then wait
+    until something answers on its VIP."""
     first = standing.record.load_balancer is None
-    with step(f"{'create' if first else 'update'} load balancer from {lb_file.name}"):
-        push_lb(standing, lb_file)
+    with step(f"{'create' if first else 'update'} load balancer from {lb_file.name}"
+              f" ({driver} driver)"):
+        push_lb(standing, lb_file, driver, octavia_source)
     lb = standing.record.load_balancer
     with step(f"{lb.url(standing.record.vip)} serving"):
         _wait_serving(standing)
@@ -51,7 +63,9 @@ def _wait_serving(standing: StandingLab) -> None:
         # when a member's answer comes back through it.
         if listener["protocol"] == "TCP":
             return tcp_answers(standing.record.vip, listener["port"])
-        return answering_amphora(url, standing.amphorae) is not None
+        # Whichever driver rendered haproxy.cfg: the member names the amphora it saw.
+        return answering_amphora(url, standing.amphorae,
+                                 carriers=carriers_of(standing.amphorae)) is not None
 
     if poll_until(serving, SERVING_TIMEOUT_S, 0.3):
         return
@@ -167,6 +181,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     send = add_command(
         commands, "push", help="push a load balancer (creates it, or updates the one there)")
     send.add_argument("lb_file", metavar="LB-FILE", help="fixtures/lbs name or YAML file")
+    add_driver_option(send)
+    add_octavia_source_option(send)
     lab_option(send)
     send.set_defaults(func=push)
 

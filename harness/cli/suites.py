@@ -24,6 +24,7 @@ from harness.cli import console
 from harness.cli.arguments import (
     add_agent_options,
     add_command,
+    add_driver_option,
     agent_pytest_args,
     amphora_image_of,
 )
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> None:
     out_dir = console.RESULTS_DIR / "run" / run_name
     out_dir.mkdir(parents=True, exist_ok=True)
     pytest_args = [*(f"--docker-host={engine}" for engine in args.docker_hosts),
-                   *agent_pytest_args(args), *args.pytest_args]
+                   *agent_pytest_args(args), f"--driver={args.driver}", *args.pytest_args]
     results = []
     for suite in suites:
         CONSOLE.rule(f"suite {suite}")
@@ -203,6 +204,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description=f"Run scenario suites (default: {', '.join(CORE_SUITES)}), each with a "
         "JUnit report under results/run/. Arguments after -- go to pytest.")
     add_agent_options(suites)
+    add_driver_option(suites)
     suites.add_argument("suites", nargs="*", metavar="SUITE")
     suites.add_argument(
         "--shard", type=shard, metavar="I/K",

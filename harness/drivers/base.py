@@ -61,6 +61,11 @@ class LoadBalancerDriver(Protocol):
     def rotate_certificate(self, old: Certificate, new: Certificate) -> None:
         """Replace old by new wherever a listener uses it, then update."""
 
+    def adopt(self, vip_ports: Sequence[VipPort]) -> None:
+        """Take over the load balancer an earlier driver (another process) created on these
+        amphorae, whose VIP ports are plugged already, as a restarted controller knows them
+        from its database."""
+
     def configure_vrrp(self) -> None:
         """Upload each amphora's keepalived.conf (a pair, its VIP ports plugged)."""
 

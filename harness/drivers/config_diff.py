@@ -143,6 +143,9 @@ class RecordingDriver:
         self.driver.rotate_certificate(old, new)
         self._record("rotate_certificate")
 
+    def adopt(self, vip_ports: Sequence[VipPort]) -> None:
+        self.driver.adopt(vip_ports)
+
     def configure_vrrp(self) -> None:
         self.driver.configure_vrrp()
 

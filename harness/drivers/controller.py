@@ -183,8 +183,17 @@ class LoadBalancerController:
 
     # --- steps ----------------------------------------------------------------------------
 
+    def adopt(self, vip_ports: Sequence[VipPort]) -> None:
+        """Take over the load balancer an earlier controller created on these amphorae, whose
+        VIP ports are plugged already."""
+        for amphora, port in zip(self.amphorae, vip_ports, strict=True):
+            self._take_vip_port(amphora, port)
+
     def _plug_vip(self, amphora: _AmphoraState, port: VipPort) -> None:
         amphora.client.plug_vip(self.lb.vip_address, port.plug_request(self.lb.sriov_vip))
+        self._take_vip_port(amphora, port)
+
+    def _take_vip_port(self, amphora: _AmphoraState, port: VipPort) -> None:
         amphora.vip_port = port
         # The agent says where it plugged the port ("VIP ... plugged on interface X"); asking
         # by address is the documented way and works for an agent restarted since.

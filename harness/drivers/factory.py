@@ -23,6 +23,8 @@ from harness.drivers.octavia_driver import (
     amphora_limits,
 )
 from harness.drivers.octavia_process import OctaviaProbe
+from harness.lab.lab import LabAmphora
+from harness.lab.providers.base import Provider
 from harness.model.loadbalancer import LoadBalancer, VrrpGroup
 from harness.render.amphora_configs import AmphoraPaths
 
@@ -88,3 +90,15 @@ class DriverFactory:
     def close(self) -> None:
         while self._made:
             self._made.pop().close()
+
+
+def amphora_open_files(provider: Provider, amphorae: Sequence[LabAmphora],
+                       client: AmphoraClient) -> int | None:
+    """The hard open-files limit inside the lab amphora client talks to (None: unlimited or
+    not known)."""
+    amphora = next((a for a in amphorae if a.id == client.amphora_id), None)
+    if amphora is None:
+        return None
+    shown = provider.exec(amphora.node, ["sh", "-c", "ulimit -Hn"])
+    value = shown.output.strip()
+    return int(value) if shown.ok and value.isdigit() else None

@@ -221,6 +221,10 @@ class OctaviaLoadBalancerDriver:
         replace_certificate(self.lb, old, new)
         self.update()
 
+    def adopt(self, vip_ports: Sequence[VipPort]) -> None:
+        for amphora, port in zip(self._amphorae, vip_ports, strict=True):
+            self._take_vip_port(amphora, port)
+
     def configure_vrrp(self) -> None:
         self._send_model()
         for amphora in self._amphorae:

@@ -90,10 +90,11 @@ AmphoraT = TypeVar("AmphoraT", bound=Identified)
 
 
 def answering_amphora(url: str, amphorae: Sequence[AmphoraT], *,
-                      timeout: float = PROBE_TIMEOUT_S) -> AmphoraT | None:
+                      timeout: float = PROBE_TIMEOUT_S,
+                      carriers: Mapping[str, str] | None = None) -> AmphoraT | None:
     """Of amphorae, the one that serves a new connection to url now (the VRRP master of a
-    pair); None when the request is not served or names none of them."""
-    answer = ask(url, timeout=timeout)
+    pair); None when the request is not served or names none of them. carriers: see ask."""
+    answer = ask(url, timeout=timeout, carriers=carriers)
     if not answer.served:
         return None
     return next((a for a in amphorae if a.id == answer.amphora), None)
