@@ -29,7 +29,7 @@ from harness.bench.wrk import (
     load_run_from_report,
     parse_wrk_report,
 )
-from harness.cli.bench import agent_names
+from harness.cli.bench import agent_names, agents_table
 from harness.cli.main import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -176,6 +176,16 @@ def test_agent_axis_baseline_compares_the_ratio() -> None:
     worse = results_with({ours: [90.0], octavia: [100.0]})
     assert not regressions(compare(busier, baseline, 0.25))
     assert [c.key for c in regressions(compare(worse, baseline, 0.25))] == [ours]
+
+
+def test_agent_table_prints_each_call_with_its_ratio() -> None:
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(agents_table([{"call": "upload", "ours_p50_ms": 81.0,
+                                 "octavia_p50_ms": 261.0, "ratio": 0.29}]))
+    [row] = [line for line in console.export_text().splitlines() if "upload" in line]
+    assert [cell.strip() for cell in row.split("│")[1:5]] == ["upload", "81", "261", "0.29"]
 
 
 def test_agent_option_takes_ours_and_octavia(capsys) -> None:
