@@ -158,20 +158,22 @@ def test_every_feature_of_our_model_is_rendered_by_octavia_and_served(
 @pytest.mark.netns
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces")
 @pytest.mark.usefixtures("pair_member")
+@pytest.mark.parametrize("sriov_vip", [False, True], ids=["vip", "sriov-vip"])
 def test_octavias_driver_builds_an_active_standby_pair(octavia_driver, agent_factory, lab,
-                                                       free_port):
+                                                       free_port, sriov_vip):
     """Octavia's create flow for ACTIVE_STANDBY on two agents whose data planes live in
     namespaces on a test-made VIP network: VIP ports plugged, VRRP configured and started,
-    listeners pushed; the master serves, and gives the VIP up when its haproxy dies (Octavia's
-    keepalived.conf runs our check script)."""
+    listeners pushed (an SR-IOV VIP: each amphora's firewall opened with the rules Octavia's
+    controller builds, VRRP from the peer included); the master serves, and gives the VIP up
+    when its haproxy dies (Octavia's keepalived.conf runs our check script)."""
     api_port = free_port()
     agents = [agent_factory(network_namespace=lab.namespace(f"amp{n}"),
                             topology="ACTIVE_STANDBY", host=f"127.0.0.{n + 2}", port=api_port)
               for n in range(2)]
     pool = Pool(members=[Member(address=MEMBER, port=MEMBER_PORT)])
-    lb = LoadBalancer(vip_address=VIP, topology=Topology.ACTIVE_STANDBY, listeners=[Listener(
-        protocol=ListenerProtocol.HTTP, port=LISTENER_PORT, pools=[pool],
-        default_pool_id=pool.id)])
+    lb = LoadBalancer(vip_address=VIP, topology=Topology.ACTIVE_STANDBY, sriov_vip=sriov_vip,
+                      listeners=[Listener(protocol=ListenerProtocol.HTTP, port=LISTENER_PORT,
+                                          pools=[pool], default_pool_id=pool.id)])
     driver = octavia_driver(lb, agents)
     subnet = VipSubnet(cidr=SUBNET, gateway=GATEWAY)
     driver.create([VipPort(mac_address=lab.hot_plug().mac, vrrp_ip=vrrp_ip, subnet=subnet)
@@ -185,6 +187,10 @@ def test_octavias_driver_builds_an_active_standby_pair(octavia_driver, agent_fac
         assert details["topology"] == "ACTIVE_STANDBY"
         assert details["active"] is (agent is master)
         assert "nopreempt" in (agent.base_path / "vrrp" / "octavia-keepalived.conf").read_text()
+        rules = agent.base_path / "nftables-vip.rules"
+        assert rules.exists() is sriov_vip
+        if sriov_vip:
+            assert f"tcp dport {LISTENER_PORT} accept" in rules.read_text()
     haproxy = psutil.Process(int(
         (master.base_path / lb.id / f"{lb.id}.pid").read_text().split()[0]))
     for process in [haproxy, *haproxy.children()]:

@@ -1,6 +1,7 @@
 """What Octavia's driver renders beyond our model, written in the probe's vocabulary
 (harness.drivers.octavia_probe) and pushed by Octavia's driver to our agent, where haproxy must
-accept and run it: HTTPS pass-through with an HTTPS monitor, PROXY and PROXYV2 pools,
+accept and run it: HTTPS pass-through with an HTTPS monitor, PROXY (with a TLS-HELLO monitor)
+and PROXYV2 pools,
 PROMETHEUS, client authentication with CA and CRL, ALPN, TLS versions and ciphers, HSTS,
 inserted client-certificate headers, SSL rules, a redirect prefix, TLS to members (client
 certificate, CA, CRL), member monitor address and port, an additional VIP, and a listener
@@ -69,7 +70,8 @@ def test_what_our_model_lacks_is_rendered_by_octavia_and_runs(
                   "health_monitor": monitor("HTTPS", http_method="GET", url_path="/",
                                             expected_codes="200", http_version=1.1,
                                             domain_name="tls.example.com")},
-        "proxy": {"id": str(uuid.uuid4()), "protocol": "PROXY", "members": [member()]},
+        "proxy": {"id": str(uuid.uuid4()), "protocol": "PROXY", "members": [member()],
+                  "health_monitor": monitor("TLS-HELLO")},
         "proxyv2": {"id": str(uuid.uuid4()), "protocol": "PROXYV2", "members": [member()]},
         "tls": {"id": str(uuid.uuid4()), "protocol": "HTTP", "tls_enabled": True,
                 "tls_certificate_id": "pool-client", "ca_tls_certificate_id": "client-ca",
