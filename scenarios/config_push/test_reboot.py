@@ -11,6 +11,11 @@ from harness.lab.lab import Lab, LabAmphora
 from scenarios.config_push.test_serving import connection_refused, tcp_member
 
 
+@pytest.mark.agent_xfail(
+    "octavia", reason="Octavia's agent enables haproxy-<lb>.service on every config upload and "
+    "disables it only on delete (LoadBalancer.upload_haproxy_config / delete_lb, "
+    "octavia/amphorae/backends/agent/api_server/loadbalancer.py), so a load balancer stopped "
+    "through the API starts again at boot")
 @pytest.mark.parametrize("power_off", ["kill", "stop"])
 def test_a_rebooted_amphora_serves_again_without_a_push(power_off: str, load, deploy, lab: Lab,
                                                         amphora: LabAmphora, vip: str, vip_url,

@@ -35,7 +35,9 @@ from harness.observe.haproxy_stats import (
 from harness.observe.heartbeats import HeartbeatReceiver, ListenerTally
 from harness.pytest_plugin import LabShape
 
-INTERVAL_S = 0.5
+# Octavia's [health_manager] heartbeat_interval is an integer number of seconds (oslo IntOpt):
+# its agent refuses 0.5 and sends no heartbeat at all.
+INTERVAL_S = 1
 LISTENER_PORT = 80
 SECOND_LISTENER_PORT = 81
 MALFORMED_REQUEST = b"THIS IS NOT HTTP\r\n\r\n"

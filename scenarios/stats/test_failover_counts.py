@@ -24,7 +24,9 @@ from harness.observe.heartbeats import HeartbeatReceiver
 from harness.observe.vip import Answer, ask, carriers_of, settled_master
 from harness.pytest_plugin import LabShape
 
-INTERVAL_S = 0.5
+# Octavia's [health_manager] heartbeat_interval is an integer number of seconds (oslo IntOpt):
+# its agent refuses 0.5 and sends no heartbeat at all.
+INTERVAL_S = 1
 LISTENER_PORT = 80
 BEFORE, AFTER = 12, 8
 # Answers in a row from one amphora that say the first election is over.

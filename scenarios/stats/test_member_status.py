@@ -17,7 +17,9 @@ from harness.observe.haproxy_stats import AmphoraStatsSocket, show_stat
 from harness.observe.heartbeats import HeartbeatReceiver
 from harness.pytest_plugin import LabShape
 
-INTERVAL_S = 0.5
+# Octavia's [health_manager] heartbeat_interval is an integer number of seconds (oslo IntOpt):
+# its agent refuses 0.5 and sends no heartbeat at all.
+INTERVAL_S = 1
 MONITOR = model.HealthMonitor(type=model.MonitorType.HTTP, delay=1, timeout=1, max_retries=2,
                               max_retries_down=2)
 # haproxy marks a server down after max_retries_down failed checks, each taking at most
