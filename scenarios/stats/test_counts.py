@@ -185,6 +185,12 @@ def test_no_count_lost_or_doubled_across_reloads(
     assert tally.settled()["totconns"] == tally.connections
 
 
+@pytest.mark.agent_xfail(
+    "octavia", reason="Octavia's health daemon reports deltas of the current haproxy's counters "
+    "(calculate_stats_deltas, octavia/amphorae/backends/health_daemon/health_daemon.py): a "
+    "reload starts the counters again from 0, so what the old process counted after the last "
+    "heartbeat, and what the new one counted up to the old total, is never reported "
+    "(581 of 648 reported here)")
 def test_no_count_lost_across_reloads_under_traffic(
     vip: str, tally: ListenerTally, controller: LoadBalancerDriver, amphora: LabAmphora,
 ) -> None:
