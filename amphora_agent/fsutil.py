@@ -25,11 +25,19 @@ def atomic_write(
     data: bytes,
     mode: int = 0o600,
     validate: Callable[[Path], None] | None = None,
+    *,
+    durable: bool = True,
 ) -> None:
     """Write data to path so that readers see either the old file or the whole new one.
 
     validate, when given, is called with the complete temp file before it replaces path; if it
     raises, the temp file is removed, path is left untouched and the exception propagates.
+
+    The data is always on disk before the rename, so even a power loss never leaves a torn or
+    empty file under path. durable=False skips the directory's fsync after the rename (half
+    the cost): a power loss right after may then bring the previous version back. That is for
+    what the controller uploads and uploads again (haproxy configs, certificates); the agent's
+    own state (what runs, its config, its server certificate) stays durable.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
@@ -46,6 +54,8 @@ def atomic_write(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

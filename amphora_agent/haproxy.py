@@ -34,8 +34,8 @@ from amphora_agent import netns
 from amphora_agent.config import AgentConfig
 from amphora_agent.fsutil import atomic_write
 from amphora_agent.haproxy_config import HaproxyConfig, parse_haproxy_config
-from amphora_agent.processes import POLL_S, is_alive, run_command, terminate_tree, wait_for
 from amphora_agent.names import is_uuid
+from amphora_agent.processes import POLL_S, is_alive, run_command, terminate_tree, wait_for
 
 LOG = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class HaproxySupervisor:
         lb_dir = self.lb_dir(lb_id)
         created = not lb_dir.exists()
         try:
-            atomic_write(self.config_path(lb_id), data, validate=self.check)
+            atomic_write(self.config_path(lb_id), data, validate=self.check, durable=False)
         except HaproxyError:
             if created:
                 with contextlib.suppress(OSError):
@@ -283,7 +283,7 @@ class HaproxySupervisor:
             return
         try:
             state = socket_command(parsed.stats_socket, "show servers state")
-            atomic_write(state_file, state.encode(), mode=0o644)
+            atomic_write(state_file, state.encode(), mode=0o644, durable=False)
         except OSError as exc:
             LOG.warning("could not save the server state of %s: %s", lb_id, exc)
 

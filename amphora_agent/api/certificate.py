@@ -16,9 +16,9 @@ from amphora_agent.certificates import (
 )
 from amphora_agent.errors import APIError
 from amphora_agent.fsutil import atomic_write
+from amphora_agent.names import is_cert_filename, is_uuid
 from amphora_agent.server import make_tls_context
 from amphora_agent.services import AgentServices
-from amphora_agent.names import is_cert_filename, is_uuid
 from amphora_agent.validation import read_body
 
 
@@ -42,7 +42,7 @@ def upload_certificate(agent: AgentServices, lb_id: str, filename: str) -> Respo
         raise APIError(400, str(exc)) from exc
     with agent.lb_locks.hold(lb_id):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(path, body, mode=0o600)
+        atomic_write(path, body, mode=0o600, durable=False)
     response = jsonify(message="OK")
     response.headers["ETag"] = md5_hex(body)
     return response

@@ -220,6 +220,22 @@ def test_reload_that_haproxy_refuses_is_500_and_keeps_serving(running_lb, pki, f
     assert fetch(lb.port)
 
 
+def test_a_push_checks_once_but_a_changed_file_is_checked_again(running_lb):
+    """The reload after an upload skips haproxy -c only while the files haproxy accepted are
+    unchanged: a config changed behind the agent's back is checked, and refused, at reload."""
+    agent, lb = running_lb
+    client = agent.client
+    client.upload_config(lb.lb_id, lb.text)
+    client.reload(lb.lb_id)  # checked at upload
+    pid = master_pid(agent, lb.lb_id)
+    config_file = agent.base_path / lb.lb_id / "haproxy.cfg"
+    config_file.write_text(lb.text + "frontend broken\n    bind-nonsense\n")
+    error = expect_error(500, "Error reloading haproxy", client.reload, lb.lb_id)
+    assert "bind-nonsense" in error.details
+    assert master_pid(agent, lb.lb_id) == pid
+    assert fetch(lb.port)
+
+
 def test_dead_haproxy_is_reported_not_restarted(running_lb):
     agent, lb = running_lb
     pid = master_pid(agent, lb.lb_id)
