@@ -351,14 +351,12 @@ class CapturingClient:
 class Probe:
     def __init__(self, storage: Path) -> None:
         self.storage = storage
-        self.settings: dict[str, dict] = {}
         self.layout: dict | None = None
         self.driver: rest_api_driver.HaproxyAmphoraLoadBalancerDriver | None = None
         self.models: dict[str, Model] = {}
 
     def configure(self, settings: dict) -> None:
         CONF([], project="octavia", default_config_files=[])
-        self.settings = settings
         self._apply({**settings, "certificates": {
             **settings.get("certificates", {}), "cert_manager": "local_cert_manager",
             "storage_path": str(self.storage)}})
@@ -396,8 +394,9 @@ class Probe:
                                         subnet_model(model.vip_subnet),
                                         additional_vip_data=model.additional_vip_data())
         if method == "post_network_plug":
-            return driver.post_network_plug(amphora, port_model(args["port"]),
-                                            model.network_config()[amphora.id])
+            # The network config matters only for the VIP port itself (then it is known).
+            config = model.network_config()[amphora.id] if model.vip_subnet else {}
+            return driver.post_network_plug(amphora, port_model(args["port"]), config)
         if method == "update_amphora_listeners":
             return driver.update_amphora_listeners(lb, amphora)
         if method in ("start", "reload"):
