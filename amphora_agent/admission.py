@@ -13,8 +13,11 @@ pending ones can never take an authenticated one's place:
   that address holds as many slots as the busiest, and a client at the attacker's own address
   only when MAX_PENDING newer connections arrived during its handshake, which takes
   milliseconds.
-- At most MAX_AUTHENTICATED connections are authenticated; a connection that authenticates
-  beyond that is turned away (the server answers 503, which the driver retries).
+- At most MAX_AUTHENTICATED connections are authenticated, busy with a request or *idle*
+  between two (HTTP keep-alive). At most MAX_IDLE are idle: one more going idle closes the
+  oldest idle one. A connection that authenticates when every place is taken closes the oldest
+  idle one to take its place, or, with none idle, is turned away (the server answers 503, which
+  the driver retries). Closing an idle connection costs its client one new handshake.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 
 MAX_PENDING = 128
 MAX_AUTHENTICATED = 64
+MAX_IDLE = 16
 IPV6_SOURCE_PREFIX = 64
 
 
@@ -54,14 +58,16 @@ class Ticket:
 
 class ConnectionAdmission:
     def __init__(self, max_pending: int = MAX_PENDING,
-                 max_authenticated: int = MAX_AUTHENTICATED) -> None:
+                 max_authenticated: int = MAX_AUTHENTICATED, max_idle: int = MAX_IDLE) -> None:
         self._max_pending = max_pending
         self._max_authenticated = max_authenticated
+        self._max_idle = max_idle
         self._lock = threading.Lock()
         # Pending tickets by source, oldest first.
         self._pending: dict[str, deque[Ticket]] = {}
         self._pending_count = 0
         self._authenticated: set[Ticket] = set()
+        self._idle: deque[Ticket] = deque()  # oldest first
 
     def admit(self, sock: socket.socket, address: str) -> tuple[Ticket, Ticket | None]:
         """A pending place for a just accepted connection, and the pending ticket evicted to
@@ -74,14 +80,36 @@ class ConnectionAdmission:
         return ticket, evicted
 
     def authenticate(self, ticket: Ticket) -> bool:
-        """Move a ticket whose handshake succeeded to the authenticated connections; False when
-        it was evicted meanwhile or no authenticated place is free (the caller closes it)."""
+        """Move a ticket whose handshake succeeded to the authenticated connections (closing the
+        oldest idle one if that is the only way to make room); False when it was evicted
+        meanwhile or no place can be made (the caller turns it away)."""
         with self._lock:
             if not self._drop_pending(ticket):
                 return False
             if len(self._authenticated) >= self._max_authenticated:
-                return False
+                if not self._idle:
+                    return False
+                self._cut_idle(self._idle[0])
             self._authenticated.add(ticket)
+            return True
+
+    def idle(self, ticket: Ticket) -> None:
+        """The connection waits for its next request (closing the oldest idle one when too many
+        wait)."""
+        with self._lock:
+            if ticket.evicted:
+                return
+            self._idle.append(ticket)
+            if len(self._idle) > self._max_idle:
+                self._cut_idle(self._idle[0])
+
+    def busy(self, ticket: Ticket) -> bool:
+        """The connection's next request arrived; False when the connection was cut meanwhile
+        (the request must then not be served)."""
+        with self._lock:
+            if ticket.evicted:
+                return False
+            self._idle.remove(ticket)
             return True
 
     def release(self, ticket: Ticket) -> None:
@@ -90,17 +118,19 @@ class ConnectionAdmission:
         with self._lock:
             self._drop_pending(ticket)
             self._authenticated.discard(ticket)
+            if ticket in self._idle:
+                self._idle.remove(ticket)
+
+    def _cut_idle(self, ticket: Ticket) -> None:
+        self._idle.remove(ticket)
+        self._authenticated.discard(ticket)
+        _cut(ticket)
 
     def _evict_one(self) -> Ticket:
         source = max(self._pending, key=lambda name: len(self._pending[name]))
         victim = self._pending[source][0]
         self._drop_pending(victim)
-        victim.evicted = True
-        # The victim's thread is blocked in its handshake on this descriptor, through a socket
-        # object of its own: shut the connection down through a duplicate of the descriptor.
-        with contextlib.suppress(OSError), socket.fromfd(victim.fd, victim.family,
-                                                         socket.SOCK_STREAM) as duplicate:
-            duplicate.shutdown(socket.SHUT_RDWR)
+        _cut(victim)
         return victim
 
     def _drop_pending(self, ticket: Ticket) -> bool:
@@ -112,3 +142,13 @@ class ConnectionAdmission:
             del self._pending[ticket.source]
         self._pending_count -= 1
         return True
+
+
+def _cut(ticket: Ticket) -> None:
+    """Shut the ticket's connection down. Its thread is blocked on this descriptor (in the
+    handshake, or waiting for a request) through a socket object of its own: the shutdown goes
+    through a duplicate of the descriptor, and the thread sees the connection end."""
+    ticket.evicted = True
+    with contextlib.suppress(OSError), socket.fromfd(ticket.fd, ticket.family,
+                                                     socket.SOCK_STREAM) as duplicate:
+        duplicate.shutdown(socket.SHUT_RDWR)

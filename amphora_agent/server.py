@@ -3,28 +3,28 @@
 werkzeug's own TLS support wraps the listening socket, so the handshake of every client runs in
 the accepting thread and one slow or hostile client stalls everyone. Here the listening socket
 stays plain; each accepted connection gets its own thread, which performs the handshake within
-a deadline and only then hands the TLS socket to the WSGI handler. A client without a
-certificate chaining to the CA fails the handshake and never reaches a handler. How many
-connections are kept, and which one is cut when too many wait for their handshake, is
-admission.py's business; refused connections are logged through refusal_log.py.
+a deadline and only then hands the TLS socket to the request handler (http_connection.py, which
+serves request after request on it). A client without a certificate chaining to the CA fails the
+handshake and never reaches a handler. How many connections are kept, and which one is cut when
+too many wait for their handshake or idle between requests, is admission.py's business; refused
+connections are logged through refusal_log.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
 import ssl
 import sys
 import threading
-from http import HTTPStatus
 from pathlib import Path
 
 from flask import Flask
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+from werkzeug.serving import ThreadedWSGIServer
 
 from amphora_agent.admission import ConnectionAdmission, Ticket
+from amphora_agent.http_connection import AgentRequestHandler, error_body
 from amphora_agent.refusal_log import RefusalLog
 
 LOG = logging.getLogger(__name__)
@@ -44,11 +44,6 @@ def make_tls_context(server_pem: Path, ca_pem: Path) -> ssl.SSLContext:
     return context
 
 
-def error_body(message: str, details: str) -> bytes:
-    """The API's JSON error body, for answers the Flask app does not write."""
-    return json.dumps({"message": message, "details": details}).encode()
-
-
 class ServerTls:
     """The TLS context every newly accepted connection gets; PUT /1.0/certificate replaces it
     (connections already established keep theirs)."""
@@ -58,24 +53,6 @@ class ServerTls:
 
     def replace(self, context: ssl.SSLContext) -> None:
         self.context = context
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        LOG.info('%s "%s" %s %s', self.address_string(), self.requestline, code, size)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
-        """Requests too broken to reach the app (bad request line, oversized headers) get the
-        API's JSON error body too, instead of http.server's HTML page."""
-        self.close_connection = True
-        body = error_body(message or HTTPStatus(code).phrase, explain or "")
-        self.send_response(code, message)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
 
 class AgentServer(ThreadedWSGIServer):
@@ -91,7 +68,7 @@ class AgentServer(ThreadedWSGIServer):
         server_tls: ServerTls,
         read_timeout: float,
     ) -> None:
-        handler = type("AgentHandler", (_QuietHandler,), {"timeout": read_timeout})
+        handler = type("ReadTimeoutHandler", (AgentRequestHandler,), {"timeout": read_timeout})
         super().__init__(host, port, app, handler=handler)
         self.server_tls = server_tls
         # Set after the base class ran, so the listening socket stays plain (see module doc);
@@ -128,7 +105,7 @@ class AgentServer(ThreadedWSGIServer):
                 self._turn_away(connection, client_address, ticket)
                 return
             try:
-                self.finish_request(connection, client_address)
+                self.RequestHandlerClass(connection, client_address, self, ticket)
             except Exception:
                 self.handle_error(connection, client_address)
         finally:

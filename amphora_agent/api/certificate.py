@@ -99,4 +99,7 @@ def rotate_server_certificate(agent: AgentServices) -> Response:
         agent.server_tls.replace(loaded[0])
     response = jsonify(message="OK")
     response.status_code = 202
+    # This connection still speaks with the old certificate: the client's next call must
+    # handshake again.
+    response.headers["Connection"] = "close"
     return response

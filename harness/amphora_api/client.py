@@ -86,8 +86,7 @@ class _AmphoraAdapter(HTTPAdapter):
     def cert_verify(self, conn, url, verify, cert) -> None:
         # Trust is our context's alone (the lab CA, loaded once). requests would hand urllib3 a
         # CA file here, which it loads into that shared context on every new connection: slow
-        # (a TLS handshake per API call, since the agent closes each connection) and, with
-        # verify=True, it would add the public CA bundle to what we trust.
+        # and, with verify=True, it would add the public CA bundle to what we trust.
         conn.cert_reqs = "CERT_REQUIRED"
         conn.ca_certs = None
         conn.ca_cert_dir = None
