@@ -102,9 +102,9 @@ def test_octavias_driver_rotates_the_server_certificate(octavia_driver, agent, p
 def test_octavias_driver_updates_the_agent_config(octavia_driver, agent, vip_address):
     driver = octavia_driver(LoadBalancer(vip_address=vip_address), [agent])
     config = agent.config_path.read_text()
-    assert "heartbeat_interval = 10.0" in config
+    assert "heartbeat_interval = 10\n" in config
     driver.call("update_amphora_agent_config", agent.amphora_id,
-                config=config.replace("heartbeat_interval = 10.0", "heartbeat_interval = 7"))
+                config=config.replace("heartbeat_interval = 10\n", "heartbeat_interval = 7\n"))
     assert "heartbeat_interval = 7\n" in agent.config_path.read_text()
 
 
