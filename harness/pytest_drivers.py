@@ -27,7 +27,9 @@ Fixtures:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -105,6 +107,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
         config.stash[DESELECTED] = reasons
+        junit = config.getoption("xmlpath", None)
+        if junit:  # beside the JUnit report, which has no word for a deselected test
+            deselected_report(Path(junit)).write_text(json.dumps(
+                {item.nodeid: _marker_args(item, item.get_closest_marker("driver_specific"))[1]
+                 for item in dropped}, indent=1))
+
+
+def deselected_report(junit: Path) -> Path:
+    """Where the tests deselected for the driver are listed (node id -> reason) when a run
+    writes a JUnit report (`amphora-harness conformance` reads it)."""
+    return junit.with_suffix(".deselected.json")
 
 
 def _marker_args(item: pytest.Item, marker: pytest.Mark) -> tuple[str, str]:

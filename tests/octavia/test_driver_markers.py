@@ -4,6 +4,7 @@ is a strict xfail under that driver only, and a marker without a reason is a usa
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -43,13 +44,17 @@ def made_up(tmp_path: Path) -> Path:
 
 
 def test_under_octavia_a_harness_scenario_is_deselected_saying_why(made_up):
-    done = run_pytest(made_up, "--driver", "octavia", env_driver="octavia")
+    done = run_pytest(made_up, "--driver", "octavia", "--junitxml=report.xml",
+                      env_driver="octavia")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed, 1 deselected, 1 xfailed" in done.stdout
     assert "deselected for --driver octavia" in done.stdout
     assert "test_made_up.py::test_ours: only for --driver harness: our renderer only" \
         in done.stdout
     assert "Octavia's foo() forgets bar" in done.stdout
+    # The JUnit report has no word for it: a list beside it says (for `conformance`).
+    assert json.loads((made_up / "report.deselected.json").read_text()) == {
+        "test_made_up.py::test_ours": "our renderer only"}
 
 
 def test_under_our_driver_everything_runs(made_up):

@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
-from harness.cli.conformance import Outcome, markdown, outcomes
+import pytest
+
+from harness.cli.conformance import Outcome, driver_list, markdown, outcomes
+from harness.pytest_drivers import deselected_report
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="4">
@@ -39,3 +44,20 @@ def test_outcomes_and_their_table(tmp_path: Path) -> None:
     assert "| failover | test_failover::test_known | passed | xfailed: Octavia bug: X \\| Y |" \
         in table
     assert len(table) == 2 + len(found)
+
+
+def test_the_driver_axis_is_a_list_of_known_drivers() -> None:
+    assert driver_list("harness, octavia") == ("harness", "octavia")
+    for wrong in ("ours", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="drivers are harness, octavia"):
+            driver_list(wrong)
+
+
+def test_scenarios_deselected_for_the_driver_are_in_the_table_with_their_reason(
+        tmp_path: Path) -> None:
+    report = tmp_path / "config_push-ours-octavia.xml"
+    report.write_text(JUNIT)
+    deselected_report(report).write_text(json.dumps(
+        {"scenarios/config_push/test_l7.py::test_cidrs": "a security group does it"}))
+    assert outcomes(report)["test_l7::test_cidrs"] == Outcome(
+        "deselected", "a security group does it")
