@@ -15,7 +15,13 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 from harness.amphora_api.client import AmphoraClient
-from harness.model.loadbalancer import Certificate, LoadBalancer, MemberPort, VipPort
+from harness.model.loadbalancer import (
+    AMPHORAE_PER_TOPOLOGY,
+    Certificate,
+    LoadBalancer,
+    MemberPort,
+    VipPort,
+)
 from harness.render.amphora_configs import AmphoraPaths
 
 
@@ -83,6 +89,22 @@ class LoadBalancerDriver(Protocol):
 
 class DriverError(RuntimeError):
     """A flow cannot go on: what went wrong, on which amphora."""
+
+
+def check_amphorae(lb: LoadBalancer, clients: Sequence[AmphoraClient]) -> None:
+    """A driver is made for exactly the amphorae its load balancer's topology runs on."""
+    wanted = AMPHORAE_PER_TOPOLOGY[lb.topology]
+    if len(clients) != wanted:
+        raise DriverError(f"a {lb.topology.value} load balancer runs on {wanted} amphorae, "
+                          f"not {len(clients)}")
+
+
+def check_ports(amphora_count: int, vip_ports: Sequence[VipPort] | None,
+                member_ports: Sequence[MemberPort] | None) -> None:
+    """Ports given to a create are one per amphora."""
+    for what, ports in (("VIP", vip_ports), ("member", member_ports)):
+        if ports is not None and len(ports) != amphora_count:
+            raise DriverError(f"need {amphora_count} {what} ports, got {len(ports)}")
 
 
 def replace_certificate(lb: LoadBalancer, old: Certificate, new: Certificate) -> None:

@@ -30,13 +30,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
-from harness.drivers.base import DriverError, StoredFile, paths_for, replace_certificate
+from harness.drivers.base import (
+    DriverError,
+    StoredFile,
+    check_amphorae,
+    check_ports,
+    paths_for,
+    replace_certificate,
+)
 from harness.model.loadbalancer import (
-    AMPHORAE_PER_TOPOLOGY,
     Certificate,
     LoadBalancer,
     MemberPort,
-    Topology,
     VipPort,
     VrrpAmphora,
     VrrpGroup,
@@ -90,11 +95,7 @@ class LoadBalancerController:
     ) -> None:
         """paths: where the agents keep their files; one AmphoraPaths for all amphorae (as in a
         cloud, where every amphora has the same layout) or one per amphora id."""
-        wanted = AMPHORAE_PER_TOPOLOGY[lb.topology]
-        if len(clients) != wanted:
-            raise ControllerError(
-                f"a {lb.topology.value} load balancer runs on {wanted} amphorae, not {len(clients)}"
-            )
+        check_amphorae(lb, clients)
         self.lb = lb
         self.vrrp_group = vrrp_group or VrrpGroup()
         self.amphorae = [
@@ -106,26 +107,20 @@ class LoadBalancerController:
     def clients(self) -> list[AmphoraClient]:
         return [amphora.client for amphora in self.amphorae]
 
-    @property
-    def is_pair(self) -> bool:
-        return self.lb.topology is Topology.ACTIVE_STANDBY
-
     # --- flows ----------------------------------------------------------------------------
 
     def create(self, vip_ports: Sequence[VipPort] | None = None,
                member_ports: Sequence[MemberPort] | None = None) -> None:
         """Plug the VIP and member ports (when given; without them they are assumed plugged
         already), push the configuration and start haproxy, then VRRP for a pair."""
-        for what, ports in (("VIP", vip_ports), ("member", member_ports)):
-            if ports is not None and len(ports) != len(self.amphorae):
-                raise ControllerError(f"need {len(self.amphorae)} {what} ports, got {len(ports)}")
+        check_ports(len(self.amphorae), vip_ports, member_ports)
         for index, amphora in enumerate(self.amphorae):
             if vip_ports is not None:
                 self._plug_vip(amphora, vip_ports[index])
             if member_ports is not None:
                 amphora.client.plug_network(member_ports[index].plug_request())
         self._push(action="start")
-        if self.is_pair:
+        if self.lb.is_pair:
             self.configure_vrrp()
             for amphora in self.amphorae:
                 amphora.client.vrrp_action("start")
@@ -137,7 +132,7 @@ class LoadBalancerController:
     def delete(self) -> None:
         """Remove the load balancer from its amphorae (haproxy stopped, files gone)."""
         for amphora in self.amphorae:
-            if self.is_pair:
+            if self.lb.is_pair:
                 amphora.client.vrrp_action("stop")
             amphora.client.delete_lb(self.lb.id)
             amphora.cert_files.clear()
@@ -158,7 +153,7 @@ class LoadBalancerController:
         self.amphorae[self.amphorae.index(lost)] = new
         # The survivor's VRRP rule names the lost amphora's address until this.
         self.push_firewall_rules()
-        if self.is_pair:
+        if self.lb.is_pair:
             self.configure_vrrp()
             new.client.vrrp_action("start")
             for survivor in self.amphorae:

@@ -30,7 +30,14 @@ from urllib.parse import urlsplit
 
 from harness.amphora_api.client import AmphoraClient
 from harness.amphora_api.pki import DriverCredentials
-from harness.drivers.base import DriverError, StoredFile, paths_for, replace_certificate
+from harness.drivers.base import (
+    DriverError,
+    StoredFile,
+    check_amphorae,
+    check_ports,
+    paths_for,
+    replace_certificate,
+)
 from harness.drivers.octavia_model import (
     AmphoraAccess,
     AmphoraSpec,
@@ -40,11 +47,9 @@ from harness.drivers.octavia_model import (
 )
 from harness.drivers.octavia_process import OctaviaProbe
 from harness.model.loadbalancer import (
-    AMPHORAE_PER_TOPOLOGY,
     Certificate,
     LoadBalancer,
     MemberPort,
-    Topology,
     VipPort,
     VipSubnet,
     VrrpGroup,
@@ -135,10 +140,7 @@ class OctaviaLoadBalancerDriver:
                  limits: AmphoraLimits = AmphoraLimits()) -> None:
         """paths: where the agents keep their files, for all amphorae or per amphora id;
         limits: where the amphorae fall short of an amphora VM (see amphora_limits)."""
-        wanted = AMPHORAE_PER_TOPOLOGY[lb.topology]
-        if len(clients) != wanted:
-            raise DriverError(f"a {lb.topology.value} load balancer runs on {wanted} amphorae, "
-                              f"not {len(clients)}")
+        check_amphorae(lb, clients)
         self.probe = probe
         self.lb = lb
         self.vrrp_group = vrrp_group or VrrpGroup()
@@ -155,17 +157,11 @@ class OctaviaLoadBalancerDriver:
     def clients(self) -> list[AmphoraClient]:
         return [amphora.client for amphora in self._amphorae]
 
-    @property
-    def is_pair(self) -> bool:
-        return self.lb.topology is Topology.ACTIVE_STANDBY
-
     # --- flows ----------------------------------------------------------------------------
 
     def create(self, vip_ports: Sequence[VipPort] | None = None,
                member_ports: Sequence[MemberPort] | None = None) -> None:
-        for what, ports in (("VIP", vip_ports), ("member", member_ports)):
-            if ports is not None and len(ports) != len(self._amphorae):
-                raise DriverError(f"need {len(self._amphorae)} {what} ports, got {len(ports)}")
+        check_ports(len(self._amphorae), vip_ports, member_ports)
         if vip_ports is not None:
             for amphora, port in zip(self._amphorae, vip_ports, strict=True):
                 self._take_vip_port(amphora, port)
@@ -174,7 +170,7 @@ class OctaviaLoadBalancerDriver:
         if vip_ports is not None:
             for amphora, port in zip(self._amphorae, vip_ports, strict=True):
                 self._call("post_vip_plug", amphora, vrrp_port=_vrrp_port(amphora, port))
-        if self.is_pair:
+        if self.lb.is_pair:
             self._vrrp_subflow()
         if member_ports is not None:
             for amphora, port in zip(self._amphorae, member_ports, strict=True):
@@ -212,7 +208,7 @@ class OctaviaLoadBalancerDriver:
             self._call("post_network_plug", new, port=_member_port(new, member_port))
         for amphora in self._amphorae:
             self._call("update_amphora_listeners", amphora)
-        if self.is_pair:
+        if self.lb.is_pair:
             self._vrrp_subflow()
         for amphora in self._amphorae:
             self._call("reload", amphora)

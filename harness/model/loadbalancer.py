@@ -393,6 +393,11 @@ class LoadBalancer(Model):
     sriov_vip: Annotated[bool, g.boolean] = False
     listeners: Annotated[list[Listener], many(Listener)] = field(default_factory=list)
 
+    @property
+    def is_pair(self) -> bool:
+        """An active/standby pair: keepalived holds the VIP on one of two amphorae."""
+        return self.topology is Topology.ACTIVE_STANDBY
+
     def listener(self, key: str) -> Listener:
         """The listener with this id or name."""
         return next(item for item in self.listeners if key in (item.id, item.name))
