@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 
 from harness.lab.octavia_agent import AGENTS, OCTAVIA
+from harness.pytest_markers import xfail_under
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,12 +36,4 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     agent = config.getoption("--agent")
     for item in items:
-        for marker in item.iter_markers("agent_xfail"):
-            name = marker.args[0] if marker.args else marker.kwargs.get("name")
-            reason = marker.kwargs.get("reason") or (
-                marker.args[1] if len(marker.args) > 1 else "")
-            if name not in AGENTS or not reason:
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.agent_xfail needs an agent "
-                                        f"({' or '.join(AGENTS)}) and a reason")
-            if name == agent:
-                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+        xfail_under(item, "agent_xfail", AGENTS, agent, "an agent")

@@ -49,6 +49,7 @@ from harness.octavia_source import (
     OctaviaSourceError,
     parse_octavia_source,
 )
+from harness.pytest_markers import marker_choice, xfail_under
 from harness.pytest_plugin import results_dir_of
 
 DIFF_LOG = pytest.StashKey[ConfigDiffLog]()
@@ -92,16 +93,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         specific = item.get_closest_marker("driver_specific")
         if specific is not None:
-            name, reason = _marker_args(item, specific)
+            name, reason = marker_choice(item, specific, DRIVER_NAMES, "a driver")
             if name != driver:
                 dropped.append(item)
                 reasons.append(f"{item.nodeid}: only for --driver {name}: {reason}")
                 continue
-        failing = item.get_closest_marker("driver_xfail")
-        if failing is not None:
-            name, reason = _marker_args(item, failing)
-            if name == driver:
-                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+        xfail_under(item, "driver_xfail", DRIVER_NAMES, driver, "a driver")
         kept.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
@@ -110,7 +107,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         junit = config.getoption("xmlpath", None)
         if junit:  # beside the JUnit report, which has no word for a deselected test
             deselected_report(Path(junit)).write_text(json.dumps(
-                {item.nodeid: _marker_args(item, item.get_closest_marker("driver_specific"))[1]
+                {item.nodeid: marker_choice(item, item.get_closest_marker("driver_specific"),
+                                            DRIVER_NAMES, "a driver")[1]
                  for item in dropped}, indent=1))
 
 
@@ -118,15 +116,6 @@ def deselected_report(junit: Path) -> Path:
     """Where the tests deselected for the driver are listed (node id -> reason) when a run
     writes a JUnit report (`amphora-harness conformance` reads it)."""
     return junit.with_suffix(".deselected.json")
-
-
-def _marker_args(item: pytest.Item, marker: pytest.Mark) -> tuple[str, str]:
-    name = marker.args[0] if marker.args else marker.kwargs.get("name")
-    reason = marker.kwargs.get("reason") or (marker.args[1] if len(marker.args) > 1 else "")
-    if name not in DRIVER_NAMES or not reason:
-        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{marker.name} needs a driver "
-                                f"({' or '.join(DRIVER_NAMES)}) and a reason")
-    return name, reason
 
 
 @pytest.hookimpl(hookwrapper=True)

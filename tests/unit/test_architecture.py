@@ -38,7 +38,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
     {"faults"},
     {"bench"},
     {"cli", "pytest_plugin", "pytest_drivers", "pytest_distributed", "pytest_loader",
-     "pytest_agents"},
+     "pytest_agents", "pytest_markers"},
 ))
 
 
