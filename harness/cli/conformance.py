@@ -23,7 +23,7 @@ from harness.cli import console
 from harness.cli.arguments import add_command, octavia_source_of, provider_of
 from harness.cli.console import CONSOLE, OUT, CommandError, step
 from harness.cli.signals import run_forwarding_signals
-from harness.cli.suites import CORE_SUITES, available_suites, suite_argv
+from harness.cli.suites import CORE_SUITES, chosen_suites, suite_argv
 from harness.drivers.factory import DRIVER_NAMES
 from harness.lab.octavia_agent import AGENTS, OCTAVIA
 from harness.pytest_drivers import deselected_report
@@ -71,11 +71,7 @@ def deselected(junit: Path) -> dict[str, Outcome]:
 
 
 def conformance(args: argparse.Namespace) -> None:
-    known = available_suites()
-    suites = args.suites or [s for s in CORE_SUITES if s in known]
-    unknown = [s for s in suites if s not in known]
-    if unknown:
-        raise CommandError(f"no suite {', '.join(unknown)} (there are {', '.join(known)})")
+    suites = chosen_suites(args.suites)
     agents = list(args.agents)
     drivers = list(args.drivers)
     # One column per agent, and per driver when the table has more than ours.

@@ -123,12 +123,19 @@ def available_suites() -> list[str]:
                   if p.is_dir() and any(p.glob("test_*.py")))
 
 
-def run(args: argparse.Namespace) -> None:
+def chosen_suites(named: list[str] | None) -> list[str]:
+    """The suites named on the command line, else the core suites; an unknown name is an error
+    that lists the suites there are."""
     known = available_suites()
-    suites = args.suites or [s for s in CORE_SUITES if s in known]
+    suites = named or [s for s in CORE_SUITES if s in known]
     unknown = [s for s in suites if s not in known]
     if unknown:
         raise CommandError(f"no suite {', '.join(unknown)} (there are {', '.join(known)})")
+    return suites
+
+
+def run(args: argparse.Namespace) -> None:
+    suites = chosen_suites(args.suites)
     for engine in args.docker_hosts or [None]:
         provider = make_provider(args.provider, docker_host=engine)
         on = f" on {engine}" if engine else ""
