@@ -19,7 +19,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from amphora_agent import netns
 from harness.amphora_api.client import AmphoraClient
 from harness.amphora_api.pki import AmphoraCredentials, LabPKI
 from harness.lab.agent_config import AgentSettings, render_agent_config
+from harness.polling import poll_until
 from harness.render.amphora_configs import AmphoraPaths
 
 AGENT_READY_TIMEOUT_S = 20.0
@@ -98,22 +98,22 @@ class RunningAgent:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"agent exited with {self.process.returncode}:\n{self.log()}")
-            connection = http.client.HTTPSConnection(
-                self.host, self.port, timeout=2, context=self.probe_context)
-            try:
-                connection.request("GET", "/")
-                if connection.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            finally:
-                connection.close()
-            time.sleep(0.05)
-        pytest.fail(f"agent did not answer within {AGENT_READY_TIMEOUT_S} s:\n{self.log()}")
+        if not poll_until(self._answers, AGENT_READY_TIMEOUT_S):
+            pytest.fail(f"agent did not answer within {AGENT_READY_TIMEOUT_S} s:\n{self.log()}")
+
+    def _answers(self) -> bool:
+        """GET / answers 200; an agent that exited fails the test at once, with its log."""
+        if self.process.poll() is not None:
+            pytest.fail(f"agent exited with {self.process.returncode}:\n{self.log()}")
+        connection = http.client.HTTPSConnection(
+            self.host, self.port, timeout=2, context=self.probe_context)
+        try:
+            connection.request("GET", "/")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
 
     def kill(self) -> None:
         """SIGKILL the agent only: what it started keeps running."""
@@ -154,10 +154,7 @@ def kill_processes_using(directory: Path) -> None:
                 victims.append(process)
     # Killed daemons are not our children: nobody may reap them, so a zombie counts as gone
     # (psutil.wait_procs would wait for the zombie to disappear).
-    deadline = time.monotonic() + PROCESS_EXIT_TIMEOUT_S
-    while victims and time.monotonic() < deadline:
-        victims = [p for p in victims if _alive(p)]
-        time.sleep(0.02)
+    poll_until(lambda: not any(_alive(p) for p in victims), PROCESS_EXIT_TIMEOUT_S)
 
 
 def _alive(process: psutil.Process) -> bool:
