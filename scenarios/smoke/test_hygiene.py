@@ -59,8 +59,10 @@ def test_down_removes_every_node_and_network(lab_factory: Callable[[], Lab],
 @pytest.fixture
 def owner_process(request: pytest.FixtureRequest, lab_provider: Provider):
     """Start OWNER_SCRIPT; yields (process, lab id). Whatever the test leaves is removed, also
-    when the session is cancelled while the owner is still bringing its lab up (SIGTERM lets it
-    take its own lab down)."""
+    when the session is cancelled while the owner is still bringing its lab up: its id is then
+    unknown here (the owner had not printed it) and a SIGTERM that came before the owner
+    registered its lab for teardown leaves the lab behind, so once the owner is gone the labs of
+    dead owners are collected, as gc would."""
     process = subprocess.Popen(
         [sys.executable, "-c", OWNER_SCRIPT, request.config.getoption("--provider")],
         stdout=subprocess.PIPE, text=True, preexec_fn=default_signal_dispositions,
@@ -77,8 +79,7 @@ def owner_process(request: pytest.FixtureRequest, lab_provider: Provider):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(EXIT_TIMEOUT_S)
-        if lab_id and lab_id in lab_ids(lab_provider):
-            lab_provider.teardown(lab_id)
+        collect_leftovers(lab_provider, include_kept=False)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
