@@ -9,14 +9,22 @@ config, so a recycled pid is never mistaken for it).
 A reload is SIGUSR2 to the master, which re-executes itself, starts new workers that take the
 listening sockets over from the old ones (haproxy passes them with `-x sockpair@...` on its own
 in master-worker mode) and lets the old workers finish their connections: no connection is
-refused. A haproxy that dies is not restarted: in an active/standby pair keepalived's check
-script must see it gone and fail over; /listeners reports it as ERROR.
+refused.
+
+haproxy is checked and started with a second config file, {base_path}/haproxy-default-user-group
+.conf (`global` / `group nogroup`), as Octavia's agent and unit do with
+/var/lib/octavia/haproxy-default-user-group.conf: the workers run with that group, not root's.
+
+A haproxy that dies unexpectedly is started again by haproxy_restart.py, as systemd's
+Restart=always does for Octavia's haproxy unit; this module keeps the start history that bounds
+a crash loop (StartLimit below). /listeners reports a dead haproxy as ERROR until then.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import grp
 import hashlib
 import logging
 import os
@@ -24,7 +32,9 @@ import shutil
 import signal
 import socket
 import stat
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +45,14 @@ from amphora_agent.config import AgentConfig
 from amphora_agent.fsutil import atomic_write
 from amphora_agent.haproxy_config import HaproxyConfig, parse_haproxy_config
 from amphora_agent.names import is_uuid
-from amphora_agent.processes import POLL_S, is_alive, run_command, terminate_tree, wait_for
+from amphora_agent.processes import (
+    POLL_S,
+    is_alive,
+    run_command,
+    terminate_all,
+    terminate_tree,
+    wait_for,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -45,6 +62,16 @@ STOP_TIMEOUT_S = 10.0
 RELOAD_TIMEOUT_S = 15.0
 SOCKET_TIMEOUT_S = 5.0
 _EXEC_WINDOW_POLLS = 20
+
+# Octavia's image ships /var/lib/octavia/haproxy-default-user-group.conf with these lines (the
+# group is nogroup on Debian and Ubuntu); ours writes it under base_path at start.
+USER_GROUP_FILE = "haproxy-default-user-group.conf"
+
+# systemd's defaults for a unit that sets none (Octavia's haproxy unit sets none):
+# DefaultStartLimitIntervalSec=10s, DefaultStartLimitBurst=5. A unit started 5 times within
+# 10 s is not started again: it stays failed until someone starts it.
+START_LIMIT_INTERVAL_S = 10.0
+START_LIMIT_BURST = 5
 
 # Listener / load-balancer states as the Amphora API reports them.
 ACTIVE = "ACTIVE"
@@ -81,6 +108,71 @@ def socket_command(path: Path, command: str, timeout: float = SOCKET_TIMEOUT_S) 
     return b"".join(chunks).decode(errors="replace")
 
 
+def user_group_config(group: str = "nogroup") -> str:
+    return f"global\n    group {group}\n"
+
+
+def install_user_group_file(base_path: Path) -> Path:
+    """Write {base_path}/haproxy-default-user-group.conf (unchanged if already right)."""
+    path = base_path / USER_GROUP_FILE
+    text = user_group_config(_worker_group())
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return path
+    atomic_write(path, text.encode(), mode=0o644)
+    return path
+
+
+def _worker_group() -> str:
+    """nogroup where it exists (Debian, Ubuntu: what Octavia's image writes), else nobody."""
+    for name in ("nogroup", "nobody"):
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            continue
+        return name
+    return "nogroup"
+
+
+class StartLimit:
+    """systemd's start rate limit, per load balancer: every start counts (requested or
+    automatic); once START_LIMIT_BURST starts fell within START_LIMIT_INTERVAL_S, automatic
+    restarts stop for good (the unit is "failed") until a requested start, stop or delete."""
+
+    def __init__(self, burst: int = START_LIMIT_BURST,
+                 interval: float = START_LIMIT_INTERVAL_S) -> None:
+        self.burst = burst
+        self.interval = interval
+        self._starts: dict[str, deque[float]] = {}
+        self._failed: set[str] = set()
+        self._guard = threading.Lock()
+
+    def record_start(self, lb_id: str) -> None:
+        with self._guard:
+            starts = self._starts.setdefault(lb_id, deque(maxlen=self.burst))
+            starts.append(time.monotonic())
+
+    def reset(self, lb_id: str) -> None:
+        with self._guard:
+            self._starts.pop(lb_id, None)
+            self._failed.discard(lb_id)
+
+    def failed(self, lb_id: str) -> bool:
+        with self._guard:
+            return lb_id in self._failed
+
+    def allow_restart(self, lb_id: str) -> bool:
+        """Whether one more automatic start is allowed; False marks the load balancer failed."""
+        with self._guard:
+            if lb_id in self._failed:
+                return False
+            starts = self._starts.get(lb_id, ())
+            if len(starts) >= self.burst and time.monotonic() - starts[0] < self.interval:
+                self._failed.add(lb_id)
+                return False
+            return True
+
+
 class HaproxySupervisor:
     """Starts, stops, reloads and finds the haproxy of every load balancer.
 
@@ -94,6 +186,7 @@ class HaproxySupervisor:
         # Called with the lb id just before a reload or stop: the heartbeat accounts for the
         # running worker there and holds it, so deltas survive the worker being replaced.
         self.reload_hooks: list[Callable[[str], None]] = []
+        self.start_limit = StartLimit()
 
     # --- layout -----------------------------------------------------------------------------
 
@@ -108,6 +201,10 @@ class HaproxySupervisor:
 
     def cert_dir(self, lb_id: str) -> Path:
         return self._config.base_cert_dir / lb_id
+
+    @property
+    def user_group_path(self) -> Path:
+        return self._config.base_path / USER_GROUP_FILE
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -163,16 +260,19 @@ class HaproxySupervisor:
         return self.master_process(lb_id) is not None
 
     def status(self, lb_id: str) -> str:
-        """ACTIVE when running, ERROR when it died (its pid file is left), STOPPED otherwise."""
+        """ACTIVE when running, ERROR when it died (its pid file is left) or could not be
+        started again (start limit hit), STOPPED otherwise."""
         if self.is_running(lb_id):
             return ACTIVE
-        return ERROR if self.pid_path(lb_id).exists() else STOPPED
+        failed = self.pid_path(lb_id).exists() or self.start_limit.failed(lb_id)
+        return ERROR if failed else STOPPED
 
     # --- actions ----------------------------------------------------------------------------
 
     def check(self, config_file: Path) -> None:
         """Run haproxy's own config check, raising HaproxyError with its output."""
-        argv = [self._config.haproxy_cmd, "-c", "-L", self._peer_name, "-f", str(config_file)]
+        argv = [self._config.haproxy_cmd, "-c", "-L", self._peer_name, "-f", str(config_file),
+                "-f", str(self.user_group_path)]
         result = run_command(argv, CHECK_TIMEOUT_S, HaproxyError, new_session=True)
         if result.returncode != 0:
             raise HaproxyError(result.stdout)
@@ -193,18 +293,27 @@ class HaproxySupervisor:
                     lb_dir.rmdir()
             raise
 
-    def start(self, lb_id: str) -> None:
-        """Start haproxy for a load balancer (nothing to do if it runs)."""
+    def start(self, lb_id: str, *, automatic: bool = False) -> None:
+        """Start haproxy for a load balancer (nothing to do if it runs).
+
+        automatic: a restart after an unexpected exit (haproxy_restart.py); any other start is
+        requested and clears the start limit, as `systemctl start` of a failed unit does."""
         if self.is_running(lb_id):
             return
+        if not automatic:
+            self.start_limit.reset(lb_id)
+        self.start_limit.record_start(lb_id)
         config_file = self.config_path(lb_id)
         self.check(config_file)
         pid_file = self.pid_path(lb_id)
+        # What a dead master left (workers finishing on their own), as systemd kills what is
+        # left in a unit's cgroup before starting it again.
+        self._kill_leftovers(pid_file)
         pid_file.unlink(missing_ok=True)
         argv = netns.in_namespace(
             self._config.network_namespace,
             [self._config.haproxy_cmd, "-W", "-D", "-p", str(pid_file), "-L", self._peer_name,
-             "-f", str(config_file)],
+             "-f", str(config_file), "-f", str(self.user_group_path)],
         )
         result = run_command(argv, START_TIMEOUT_S, HaproxyError, new_session=True)
         if result.returncode != 0:
@@ -235,6 +344,7 @@ class HaproxySupervisor:
 
     def stop(self, lb_id: str) -> None:
         """Stop haproxy (hard stop, as systemd's stop does) and forget its pid file."""
+        self.start_limit.reset(lb_id)
         master = self.master_process(lb_id)
         if master is not None:
             self._run_hooks(lb_id)
@@ -262,6 +372,18 @@ class HaproxySupervisor:
         return {lb_id: self.master_pid(lb_id) for lb_id in self.lb_ids()}
 
     # --- internals --------------------------------------------------------------------------
+
+    def _kill_leftovers(self, pid_file: Path) -> None:
+        """Kill the processes of an earlier start of this load balancer that outlived their
+        master (only a start names the pid file on its command line)."""
+        leftovers = []
+        for process in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if str(pid_file) in (process.info["cmdline"] or []) and is_alive(process):
+                    leftovers.append(process)
+        if leftovers:
+            LOG.warning("killing what an earlier haproxy left: %s", [p.pid for p in leftovers])
+            terminate_all(leftovers, STOP_TIMEOUT_S)
 
     def _run_hooks(self, lb_id: str) -> None:
         for hook in self.reload_hooks:

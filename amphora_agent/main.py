@@ -15,7 +15,8 @@ from amphora_agent.app import create_app
 from amphora_agent.config import AgentConfig, ConfigError, load_config
 from amphora_agent.desired_state import DESIRED_STATE_FILE, DesiredState
 from amphora_agent.fsutil import remove_stale_temp_files, remove_stale_temp_files_of
-from amphora_agent.haproxy import HaproxySupervisor
+from amphora_agent.haproxy import HaproxySupervisor, install_user_group_file
+from amphora_agent.haproxy_restart import HaproxyRestarter
 from amphora_agent.heartbeat import start_heartbeat
 from amphora_agent.keepalived import KeepalivedSupervisor
 from amphora_agent.ping_wrapper import install_ping_wrapper
@@ -39,9 +40,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 def prepare_host(config: AgentConfig) -> None:
     """What must be in place before the first request: the data-plane namespace, the PING
-    monitors' check script, and no temp files a crash may have left half written (wherever the
-    agent writes: its state directories, and beside its server certificate and config file; the
-    one of the server certificate holds a copy of its private key)."""
+    monitors' check script, haproxy's user-group file, and no temp files a crash may have left
+    half written (wherever the agent writes: its state directories, and beside its server
+    certificate and config file; the one of the server certificate holds a copy of its private
+    key)."""
     netns.ensure_namespace(config.network_namespace)
     for directory in (config.base_path, config.base_cert_dir):
         remove_stale_temp_files(directory)
@@ -49,6 +51,7 @@ def prepare_host(config: AgentConfig) -> None:
         if written is not None:
             remove_stale_temp_files_of(written)
     install_ping_wrapper(config.base_path)
+    install_user_group_file(config.base_path)
 
 
 def adopt_haproxy(config: AgentConfig) -> HaproxySupervisor:
@@ -104,9 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amphora-agent: cannot listen on {config.bind_host}:{config.bind_port}: {exc}",
               file=sys.stderr)
         return 2
+    # From now on a haproxy that dies is started again (systemd's Restart=always).
+    restarter = HaproxyRestarter(haproxy, desired, agent.lb_locks.hold)
+    restarter.start()
 
     def stop(signum, _frame) -> None:
         LOG.info("signal %s: shutting down (haproxy and keepalived keep running)", signum)
+        # Whatever stops haproxy after this (amphora-init's shutdown) is not a crash.
+        restarter.stop()
         # shutdown() waits for serve_forever to return, so it must not run on its thread.
         threading.Thread(target=server.shutdown, daemon=True).start()
 

@@ -236,19 +236,33 @@ def test_a_push_checks_once_but_a_changed_file_is_checked_again(running_lb):
     assert fetch(lb.port)
 
 
-def test_dead_haproxy_is_reported_not_restarted(running_lb):
+def test_dead_haproxy_that_cannot_start_again_is_reported_as_error(running_lb, pki, free_port):
+    """A killed haproxy is started again (haproxy_restart.py); one whose config stopped being
+    valid (its certificate deleted since) fails every automatic start until the start limit,
+    and is then reported ERROR until a start through the API."""
     agent, lb = running_lb
-    pid = master_pid(agent, lb.lb_id)
-    master = psutil.Process(pid)
-    processes = [master, *master.children()]
-    for process in processes:
+    client = agent.client
+    client.upload_cert(lb.lb_id, "www.pem", pki.ca.issue("www.example.com").bundle)
+    crt = agent.cert_dir / lb.lb_id / "www.pem"
+    config = lb.text.replace(
+        f"    bind 127.0.0.1:{lb.port}\n",
+        f"    bind 127.0.0.1:{lb.port}\n    bind 127.0.0.1:{free_port()} ssl crt {crt}\n")
+    client.upload_config(lb.lb_id, config)
+    client.reload(lb.lb_id)
+    client.delete_cert(lb.lb_id, "www.pem")
+
+    master = psutil.Process(master_pid(agent, lb.lb_id))
+    for process in [master, *master.children()]:
         process.kill()
-    assert poll_until(lambda: refuses(lb.port), timeout=10.0)
-    assert agent.client.get_listeners() == [
-        {"status": "ERROR", "uuid": lb.listener_id, "type": "HTTP"}]
+    assert poll_until(lambda: "start request repeated too quickly" in agent.log(), timeout=30.0)
+    assert "did not start again" in agent.log()
+    assert refuses(lb.port)
+    assert [entry["status"] for entry in agent.client.get_listeners()] == ["ERROR"]
     assert agent.client.get_details()["haproxy_count"] == 0
     time.sleep(0.5)
-    assert refuses(lb.port)  # nobody restarted it
+    assert refuses(lb.port)  # given up: not tried again
+
+    client.upload_cert(lb.lb_id, "www.pem", pki.ca.issue("www.example.com").bundle)
     agent.client.start(lb.lb_id)
     assert fetch(lb.port)
     assert agent.client.get_listeners()[0]["status"] == "ACTIVE"

@@ -1,8 +1,9 @@
 """An active/standby pair on one host: two real agents in two namespaces on a test-made VIP
 network, real haproxy and real keepalived, a client namespace sending traffic to the VIP.
 
-Exactly one amphora holds the VIP; killing its keepalived or its haproxy moves the VIP (and the
-traffic) to the other one. The errors of the vrrp endpoints each have a negative test.
+Exactly one amphora holds the VIP; killing its keepalived, or its haproxy while nothing starts it
+again, moves the VIP (and the traffic) to the other one; a killed haproxy the agent starts again
+keeps it where it is. The errors of the vrrp endpoints each have a negative test.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 
 from amphora_agent.processes import alive
 from harness.observe.heartbeats import HeartbeatReceiver
+from harness.polling import poll_until
 from tests.support.api_errors import expect_error
 from tests.support.dataplane import ipv4_addresses
 from tests.support.lb_configs import answering_haproxy_config
@@ -163,16 +165,43 @@ def test_start_clears_what_a_killed_keepalived_left_behind(pair):
     assert pair.wait_for_single_holder(not_this=holder) is other
 
 
-def test_vip_moves_when_the_holders_haproxy_dies(pair):
-    holder = pair.wait_for_single_holder()
-    other = next(a for a in pair.amphorae if a is not holder)
+def _kill_haproxy(amphora, lb_id: str) -> int:
     master = psutil.Process(int(
-        (holder.agent.base_path / pair.lb_id / f"{pair.lb_id}.pid").read_text().split()[0]))
+        (amphora.agent.base_path / lb_id / f"{lb_id}.pid").read_text().split()[0]))
     for process in [master, *master.children()]:
         process.send_signal(signal.SIGKILL)
+    return master.pid
+
+
+def test_holders_killed_haproxy_is_started_again_and_the_vip_stays(pair):
+    """As on Octavia's amphorae (systemd's Restart=always): the agent starts haproxy again
+    within a check interval, so keepalived's check (interval 1, fall 2) never fails over."""
+    holder = pair.wait_for_single_holder()
+    pid_file = holder.agent.base_path / pair.lb_id / f"{pair.lb_id}.pid"
+    old = _kill_haproxy(holder, pair.lb_id)
+
+    def started_again() -> bool:
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            return pid != old and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return False
+
+    assert poll_until(started_again, 5.0)
+    time.sleep(3)  # three check intervals
+    assert pair.holders() == [holder]
+    assert pair.wait_for_answer(holder.name) == holder.name
+
+
+def test_vip_moves_when_the_holders_haproxy_stays_dead(pair):
+    holder = pair.wait_for_single_holder()
+    other = next(a for a in pair.amphorae if a is not holder)
+    holder.agent.kill()  # nothing starts haproxy again now
+    _kill_haproxy(holder, pair.lb_id)
     assert pair.wait_for_single_holder(not_this=holder) is other
     assert pair.wait_for_answer(other.name) == other.name
     # keepalived itself still runs on the old holder; only its check fails.
+    holder.agent.start()
     assert holder.agent.client.get_details()["topology_status"] == "OK"
 
 
@@ -287,7 +316,12 @@ def test_check_ignores_load_balancers_stopped_through_the_api(agent_factory, lb_
     agent.client.stop(configs[0].lb_id)
     assert check() == 0
     master = int((agent.base_path / configs[1].lb_id / f"{configs[1].lb_id}.pid").read_text())
+    # The agent would start a dead haproxy again at once: stopped first, so that this one
+    # stays dead while the check looks.
+    agent.kill()
     os.kill(master, signal.SIGKILL)
     assert check() == 1
+    agent.start()  # starts what should run
+    assert check() == 0
     agent.client.stop(configs[1].lb_id)
     assert check() == 1  # nothing left to serve: must not hold the VIP
