@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import subprocess
+from pathlib import Path
 
 import psutil
 
@@ -47,12 +48,43 @@ def package_version(package: str, binary: str) -> str:
     return "unknown"
 
 
+@functools.cache
+def dpkg_version(package: str) -> str:
+    """What Octavia's agent reports for keepalived and ipvsadm: dpkg's Version field as is.
+    That is "" for a package dpkg knows but that is not installed; for one it has never heard of
+    (or no dpkg at all) Octavia's agent answers 500, ours "" as well. Cached like
+    package_version."""
+    try:
+        result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                                capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S,
+                                check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout if result.returncode == 0 else ""
+
+
+TUNED_ACTIVE_PROFILE = Path("/etc/tuned/active_profile")
+
+
+def active_tuned_profiles(path: Path = TUNED_ACTIVE_PROFILE) -> str:
+    """The active TuneD profile(s) as Octavia reads them: the file's first 1024 characters,
+    stripped; "" when TuneD is absent (no file) or the file cannot be read."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as profile:
+            return profile.read(1024).strip()
+    except OSError:
+        return ""
+
+
 def info(config: AgentConfig) -> dict:
     return {
         "hostname": socket.gethostname(),
         "uuid": config.amphora_id,
         "haproxy_version": package_version("haproxy", config.haproxy_cmd),
         "api_version": API_VERSION,
+        # Octavia's agent adds these to /info and /details for its LVS (UDP/SCTP) listeners.
+        "keepalived_version": dpkg_version("keepalived"),
+        "ipvsadm_version": dpkg_version("ipvsadm"),
     }
 
 
@@ -131,8 +163,10 @@ def details(config: AgentConfig, haproxy: HaproxySupervisor,
         "disk": _disk(),
         "load": [f"{value:.2f}" for value in os.getloadavg()],
         # Octavia's driver pins haproxy threads to CPUs only under its "amphora" TuneD
-        # profile; no TuneD runs here, so none is active.
-        "active_tuned_profiles": "",
+        # profile.
+        "active_tuned_profiles": active_tuned_profiles(),
+        # No LVS listeners here (UDP/SCTP are not implemented): none runs.
+        "lvs_listener_process_count": 0,
         **keepalived.topology(config.loadbalancer_topology),
         "listeners": listeners,
         "packages": {

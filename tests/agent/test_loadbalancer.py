@@ -9,10 +9,12 @@ import hashlib
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -42,6 +44,12 @@ def snapshot(directory) -> dict[str, bytes]:
     }
 
 
+def dpkg_version_field(package: str) -> str:
+    result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                            capture_output=True, text=True, check=False)
+    return result.stdout if result.returncode == 0 else ""
+
+
 def master_pid(agent, lb_id: str) -> int:
     return int((agent.base_path / lb_id / f"{lb_id}.pid").read_text().split()[0])
 
@@ -65,6 +73,11 @@ def test_discovery_and_info(agent_factory):
     assert info["api_version"] == "1.0"
     assert info["hostname"] == socket.gethostname()
     assert info["haproxy_version"].startswith("2.")
+    # As Octavia's agent: dpkg's Version field as is ("" for a package dpkg knows but that is
+    # not installed, and ours also for one it never heard of, where Octavia's answers 500).
+    for package in ("keepalived", "ipvsadm"):
+        assert info[f"{package}_version"] == dpkg_version_field(package)
+    assert agent.client.get_details()["keepalived_version"] == info["keepalived_version"]
 
 
 def test_upload_get_start_serves_traffic(agent_factory, lb_config, http_backend):
@@ -111,7 +124,10 @@ def test_details_report_real_figures(running_lb):
     assert details["cpu"]["total"] >= details["cpu"]["user"] + details["cpu"]["system"] > 0
     assert len(details["load"]) == 3
     assert details["cpu_count"] == os.cpu_count()
-    assert details["active_tuned_profiles"] == ""  # no TuneD: Octavia pins no CPUs then
+    tuned = Path("/etc/tuned/active_profile")
+    assert details["active_tuned_profiles"] == (
+        tuned.read_text()[:1024].strip() if tuned.is_file() else "")
+    assert details["lvs_listener_process_count"] == 0
     assert set(details["packages"]) == {"haproxy", "keepalived"}
     assert details["packages"]["haproxy"] == details["haproxy_version"]
     assert "lo" not in details["networks"]
