@@ -9,6 +9,7 @@ endpoint) are not listeners and are left out.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,8 @@ class HaproxyConfig:
     server_state_file: Path | None = None
     listeners: dict[str, Listener] = field(default_factory=dict)
     pools: dict[str, Pool] = field(default_factory=dict)  # by backend name
+    # The IP addresses of every `bind` line (the VIPs), in order, once each.
+    bind_addresses: tuple[str, ...] = ()
 
 
 @dataclass
@@ -89,13 +92,37 @@ def _mode(section: _Section, default: str) -> str:
     return words[1].upper() if words and len(words) > 1 else default
 
 
+def _bind_address(spec: str) -> str | None:
+    """The IP address of one address of a bind line ("10.0.0.5:80", "[2001:db8::5]:80",
+    "2001:db8::5:80", "ipv4@10.0.0.5:80"), or None for what is not one (a UNIX socket, "*",
+    an unspecified address)."""
+    family, at, rest = spec.partition("@")
+    if at:
+        if family not in ("ipv4", "ipv6"):
+            return None
+        spec = rest
+    host = spec[1:].partition("]")[0] if spec.startswith("[") else spec.rpartition(":")[0]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return None if address.is_unspecified else str(address)
+
+
 def parse_haproxy_config(text: str) -> HaproxyConfig:
     """Parse an uploaded haproxy.cfg (already accepted by `haproxy -c`)."""
     stats_socket = server_state_file = None
     default_mode = "TCP"  # haproxy's own default
     listeners: dict[str, Listener] = {}
     pools: dict[str, Pool] = {}
+    bind_addresses: dict[str, None] = {}
     for section in _sections(text):
+        for words in section.lines:
+            if words[0] == "bind" and len(words) > 1:
+                for spec in words[1].split(","):
+                    address = _bind_address(spec)
+                    if address is not None:
+                        bind_addresses[address] = None
         if section.keyword == "global":
             for words in section.lines:
                 # Only a UNIX socket path is a file the agent can talk to ("ipv4@..." is not).
@@ -115,4 +142,5 @@ def parse_haproxy_config(text: str) -> HaproxyConfig:
             if sep and is_uuid(pool_id) and is_uuid(listener_id):
                 members = tuple(w[1] for w in section.lines if w[0] == "server" and len(w) > 1)
                 pools[section.name] = Pool(pool_id, listener_id, members)
-    return HaproxyConfig(stats_socket, server_state_file, listeners, pools)
+    return HaproxyConfig(stats_socket, server_state_file, listeners, pools,
+                         tuple(bind_addresses))

@@ -7,6 +7,7 @@ from flask import Response, jsonify
 from amphora_agent.certificates import md5_hex
 from amphora_agent.errors import APIError
 from amphora_agent.haproxy import HaproxyError
+from amphora_agent.ip_advertisement import advertise
 from amphora_agent.names import is_uuid
 from amphora_agent.services import AgentServices
 from amphora_agent.validation import read_body
@@ -71,6 +72,10 @@ def start_stop_reload(agent: AgentServices, lb_id: str, action: str) -> Response
         except HaproxyError as exc:
             # f"{action}ing" is Octavia's wording, "stoping" included.
             raise APIError(500, f"Error {action}ing haproxy", exc.output) from exc
+    # As Octavia's agent: tell the neighbours where the VIPs are (keepalived does it in
+    # ACTIVE_STANDBY). A failure is logged, never the request's.
+    if action in ("start", "reload") and agent.config.loadbalancer_topology != "ACTIVE_STANDBY":
+        advertise(agent.config.network_namespace, haproxy.parsed_config(lb_id).bind_addresses)
     if action == "start":
         details = f"Configuration file is valid\nhaproxy daemon for {lb_id} started"
     else:

@@ -11,6 +11,7 @@ from typing import Any
 from flask import Response, jsonify
 
 from amphora_agent.errors import APIError
+from amphora_agent.ip_advertisement import advertise
 from amphora_agent.plug import InterfaceNotFound, PlugError
 from amphora_agent.plug_request import (
     PlugRequestError,
@@ -69,6 +70,8 @@ def plug_network(agent: AgentServices) -> Response:
         raise APIError(400, exc.message, exc.details) from exc
     with _plugging(agent, plug.mac, plug.is_sriov, "Error plugging network"):
         ifname, existed = agent.plugger.plug_network(plug, agent.config.loadbalancer_topology)
+    # As Octavia's agent: the port's addresses are announced (whatever the topology).
+    advertise(agent.config.network_namespace, [str(entry.address) for entry in plug.fixed_ips])
     if existed:
         return _accepted(f"Updated existing interface {ifname}")
     return _accepted(f"Plugged on interface {ifname}")

@@ -1,0 +1,50 @@
+"""Pieces of the agent's haproxy handling without a process: systemd's start limit as the
+restarter applies it, and the addresses of `bind` lines the agent announces."""
+
+from __future__ import annotations
+
+import time
+
+from amphora_agent.haproxy import START_LIMIT_BURST, START_LIMIT_INTERVAL_S, StartLimit
+from amphora_agent.haproxy_config import parse_haproxy_config
+
+
+def test_systemd_defaults():
+    assert (START_LIMIT_BURST, START_LIMIT_INTERVAL_S) == (5, 10.0)
+
+
+def test_five_starts_within_the_interval_stop_automatic_restarts_for_good():
+    limit = StartLimit(burst=5, interval=0.5)
+    for _ in range(4):
+        limit.record_start("lb")
+        assert limit.allow_restart("lb")
+    limit.record_start("lb")
+    assert not limit.allow_restart("lb")
+    assert limit.failed("lb")
+    time.sleep(0.6)  # the window passed: still failed, as a systemd unit stays failed
+    assert not limit.allow_restart("lb")
+    limit.reset("lb")  # a start, stop or delete through the API
+    assert not limit.failed("lb") and limit.allow_restart("lb")
+    assert limit.allow_restart("other")
+
+
+def test_starts_spread_over_more_than_the_interval_are_allowed():
+    limit = StartLimit(burst=3, interval=0.2)
+    for _ in range(6):
+        limit.record_start("lb")
+        assert limit.allow_restart("lb")
+        time.sleep(0.11)
+
+
+def test_bind_addresses_of_every_form_once_in_order():
+    config = parse_haproxy_config(
+        "frontend 11111111-1111-1111-1111-111111111111\n"
+        "    bind 10.0.0.5:80,[2001:db8::5]:81\n"
+        "    bind 2001:db8::6:443 ssl crt /var/lib/octavia/certs/x.pem\n"
+        "    bind ipv4@10.0.0.7:1\n"
+        "    bind *:80\n"
+        "    bind 0.0.0.0:81\n"
+        "    bind unix@/run/x.sock\n"
+        "listen stats\n"
+        "    bind 10.0.0.5:8080\n")
+    assert config.bind_addresses == ("10.0.0.5", "2001:db8::5", "2001:db8::6", "10.0.0.7")
