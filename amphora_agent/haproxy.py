@@ -124,8 +124,9 @@ def install_user_group_file(base_path: Path) -> Path:
 
 
 def _worker_group() -> str:
-    """nogroup where it exists (Debian, Ubuntu: what Octavia's image writes), else nobody."""
-    for name in ("nogroup", "nobody"):
+    """What Octavia's image writes: nogroup (Debian, Ubuntu, others), haproxy on Red Hat
+    family systems (which have no nogroup)."""
+    for name in ("nogroup", "haproxy"):
         try:
             grp.getgrnam(name)
         except KeyError:

@@ -1,8 +1,13 @@
 """The external check that PING health monitors run.
 
-Octavia's driver renders `external-check command {base_path}/ping-wrapper.sh` for PING monitors;
-its amphora image ships that script. The agent installs its own at start, so any amphora running
-this agent (a container, a namespace on a host) can serve PING monitors.
+Octavia's driver renders `external-check command /var/lib/octavia/ping-wrapper.sh` for PING
+monitors (a fixed path, whatever base_path is); its amphora image ships that script. The agent
+installs its own at start as {base_path}/ping-wrapper.sh: on every amphora of the lab (container
+or namespace node) base_path is /var/lib/octavia, so that is the path Octavia's configs name.
+An agent run with another base_path (the tests' agents on this host) serves the PING monitors of
+configs that name its own base_path (as our renderer does), not Octavia's.
+Octavia's script pings $HAPROXY_SERVER_ADDR with a 1 s deadline; ours pings the same address
+(haproxy's third argument) and waits 1 s for the answer.
 """
 
 from __future__ import annotations
