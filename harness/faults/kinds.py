@@ -13,11 +13,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import requests
+
+from harness.amphora_api.client import AmphoraAPIError
 from harness.faults.base import Fault, FaultError
 from harness.faults.link import BridgeRules, advert_loss_rules, loss_rules, partition_rules
 from harness.faults.node import AGENT_PATTERN, EngineFault, NetemDelay, ProcessKill
-from harness.lab.lab import LabAmphora
+from harness.lab.lab import READY_TIMEOUT_S, LabAmphora
+from harness.lab.octavia_agent import OCTAVIA_READY_TIMEOUT_S
 from harness.lab.providers.base import AttachedPort, ExecResult, Provider
+from harness.polling import poll_until, scaled
 
 
 class FaultLab(Protocol):
@@ -34,6 +39,11 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "timeout_s": 10.0, "percent": 30, "spare_vrrp": False, "lost": 2, "every": 3,
     "delay_ms": 100, "jitter_ms": 0,
 }
+
+# How long the heal of kill-agent waits for the agent the amphora's init restarted: as long as
+# a lab waits for the slowest agent to boot (harness.lab.lab, harness.lab.octavia_agent).
+AGENT_RESTART_TIMEOUT_S = max(READY_TIMEOUT_S, OCTAVIA_READY_TIMEOUT_S)
+AGENT_RESTART_POLL_S = 1.0
 
 Builder = Callable[[FaultLab, Sequence[LabAmphora], Mapping[str, Any]], Fault]
 
@@ -155,14 +165,30 @@ def _kill_keepalived(lab: FaultLab, amphorae: Sequence[LabAmphora],
     return _kill_process(lab, amphora, "keepalived", lambda: amphora.client.vrrp_action("start"))
 
 
+def _agent_answers(amphora: LabAmphora) -> bool:
+    try:
+        amphora.client.get_info()
+    except (requests.RequestException, AmphoraAPIError):
+        return False
+    return True
+
+
 def _kill_agent(lab: FaultLab, amphorae: Sequence[LabAmphora],
                 _options: Mapping[str, Any]) -> Fault:
     amphora = amphorae[0]
 
     def kill() -> ExecResult:
         return lab.provider.exec(amphora.node, ["pkill", "-KILL", "-f", AGENT_PATTERN])
-    # The client's bounded retries wait until the restarted agent answers.
-    return ProcessKill(f"kill the agent in {amphora.name}", kill, lambda: amphora.client.get_info())
+
+    def restarted() -> None:
+        # As long as a lab waits for a booting agent: Octavia's, restarted by systemd, starts
+        # as slowly as at boot (up to about a minute on a loaded host), longer than the
+        # client's own retries last when the port refuses (30 attempts, 1 s apart).
+        if not poll_until(lambda: _agent_answers(amphora), AGENT_RESTART_TIMEOUT_S,
+                          AGENT_RESTART_POLL_S):
+            raise FaultError(f"the agent in {amphora.name} did not answer again within "
+                             f"{scaled(AGENT_RESTART_TIMEOUT_S):.0f}s")
+    return ProcessKill(f"kill the agent in {amphora.name}", kill, restarted)
 
 
 def _by_name(*kinds: FaultKind) -> dict[str, FaultKind]:
@@ -188,8 +214,9 @@ KINDS: dict[str, FaultKind] = _by_name(
     FaultKind("delay", "delay the amphora's VIP traffic by --delay-ms (tc netem in its "
               "data-plane namespace; needs sch_netem)",
               1, _delay, ("delay_ms", "jitter_ms")),
-    FaultKind("kill-haproxy", "SIGKILL haproxy in the amphora; heal: reload through the API",
-              1, _kill_haproxy, ("lb_ids",)),
+    FaultKind("kill-haproxy", "SIGKILL haproxy in the amphora (a crash: the amphora restarts "
+              "it, as Octavia's systemd unit does); heal: reload through the API (which starts "
+              "it if it is still down)", 1, _kill_haproxy, ("lb_ids",)),
     FaultKind("kill-keepalived", "SIGKILL keepalived (no priority-0 goodbye); heal: vrrp start "
               "through the API", 1, _kill_keepalived),
     FaultKind("kill-agent", "SIGKILL the agent (the amphora's init restarts it); heal: wait "

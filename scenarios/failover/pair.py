@@ -1,6 +1,9 @@
 """The failover suite's system under test: an active/standby pair carrying one load balancer,
-and how the suite observes it — from the outside only: the amphora that answers through the VIP,
-/details (`active`), and `ip addr` in each amphora's data-plane namespace (testinfra).
+and how the suite observes it — from the outside only, by what the Amphora API contract and the
+data plane promise for every agent: who holds the VIP (`ip addr` in each amphora's data-plane
+namespace, testinfra) and who carries traffic through it. /details is not one of those accounts:
+Octavia's agent reports `topology` SINGLE and `active` true whatever the amphora's VRRP role
+(amphora_info.py); what our agent reports there is checked by a test of its own.
 
 Which amphora carried a request is read from what the member saw (harness.observe.vip's
 carriers): that holds for every driver, where the X-Amphora-Id header is our renderer's only.
@@ -85,11 +88,10 @@ class Pair:
         output = host.check_output(f"ip netns exec {DATA_PLANE_NAMESPACE} ip -o -4 addr show")
         return f" {self.vip}/32 " in output
 
-    def active(self, amphora: LabAmphora) -> bool:
-        """/details says the amphora is the VRRP master."""
-        details = amphora.client.get_details()
-        assert details["topology"] == TOPOLOGY
-        return bool(details["active"])
+    def processes(self, amphora: LabAmphora, name: str) -> set[int]:
+        """The ids of the processes named `name` in the amphora (pgrep -x)."""
+        result = self.lab.provider.exec(amphora.node, ["pgrep", "-x", name])
+        return {int(pid) for pid in result.output.split()} if result.ok else set()
 
     def carrier(self, seen_client: str) -> LabAmphora | None:
         """The amphora whose member-network port has the address a member saw (see the module
@@ -107,17 +109,13 @@ class Pair:
         return self.by_id(answer.amphora) if answer.served and answer.amphora else None
 
     def masters(self) -> list[LabAmphora]:
-        """The amphorae that hold the VIP and say so in /details."""
-        return [a for a in self.amphorae if self.holds_vip(a) and self.active(a)]
+        """The amphorae that hold the VIP."""
+        return [a for a in self.amphorae if self.holds_vip(a)]
 
     def wait_settled(self, timeout: float = SETTLE_TIMEOUT_S) -> LabAmphora:
-        """Wait (bounded) until exactly one amphora is master by every account (it alone holds
-        the VIP, /details says so of it alone) and traffic through the VIP flows through it;
-        return it."""
-        accounts = {
-            "holds the VIP": lambda: [a.id for a in self.amphorae if self.holds_vip(a)],
-            "/details active": lambda: [a.id for a in self.amphorae if self.active(a)],
-        }
+        """Wait (bounded) until exactly one amphora is master by both accounts (it alone holds
+        the VIP, and traffic through the VIP flows through it); return it."""
+        accounts = {"holds the VIP": lambda: [a.id for a in self.masters()]}
         master = settled_master(self.url, timeout, accounts=accounts, ask=self.ask,
                                 interval=VRRP.advert_int / 2, error=AssertionError)
         return self.by_id(master)

@@ -1,6 +1,8 @@
 """Failover of an active/standby pair: who holds the VIP, how long clients go unanswered when
 the master dies or is stopped, and what happens under process kills, partitions, freezes, loss,
-delay and amphora replacement. See conftest.py for the pair and how it is observed.
+delay and amphora replacement. See conftest.py for the pair and pair.py for how it is observed:
+who holds the VIP and who carries traffic, what every agent's data plane shows. What our agent
+reports beyond the API contract (/details `active`, `topology`) has a test of its own.
 
 Outages are measured by a client on the host sending a request every 20 ms through the VIP on a
 fresh connection (harness.observe.traffic); each test's timeline is saved to results/failover/, and
@@ -39,9 +41,13 @@ from scenarios.failover.pair import (
 # core; 1.5 s covers that several times over while still failing on a missed or extra advert
 # interval's worth of delay plus more (an outage of 5.15 s or longer).
 KILL_MARGIN_S = 1.5
-# haproxy's death is noticed by the check script: up to check_fall failed runs, each up to
+# A stopped haproxy is noticed by the check script: up to check_fall failed runs, each up to
 # check_interval apart, then the backup's skew time.
-HAPROXY_KILL_TIMEOUT_S = VRRP.check_interval * (VRRP.check_fall + 1) + TAKEOVER_TIMEOUT_S
+HAPROXY_DOWN_TIMEOUT_S = VRRP.check_interval * (VRRP.check_fall + 1) + TAKEOVER_TIMEOUT_S
+# How long the check script has to give the VIP up once haproxy stops answering: check_fall
+# failed runs, one check_interval apart, and one interval more for the phase of the first run.
+# A pair that rides out a fault keeps the VIP at least this long after it.
+CHECK_GIVES_UP_S = VRRP.check_interval * (VRRP.check_fall + 1)
 # After a failover, keep recording this long to catch a relapse.
 TAIL_S = 2.0
 LOSS_PERCENT = 20
@@ -161,12 +167,33 @@ def test_exactly_one_amphora_holds_the_vip(pair: Pair) -> None:
     master = pair.wait_settled()
     backup = pair.other(master)
     assert pair.holds_vip(master) and not pair.holds_vip(backup)
+    pair.assert_full_config_served(master)
+
+
+@pytest.mark.agent_xfail(
+    "octavia", reason="Octavia's agent does not report the VRRP role: its GET /1.0/details "
+    "hard-codes topology SINGLE, topology_status OK and active true on every amphora, whatever "
+    "keepalived does (AmphoraInfo.compile_amphora_details in octavia/amphorae/backends/agent/"
+    "api_server/amphora_info.py); the Amphora API promises none of the three")
+def test_details_report_the_vrrp_role(pair: Pair, faults: FaultInjector) -> None:
+    """Our agent's extra, beyond the API contract: /details says which topology it runs, that
+    keepalived runs (topology_status) and whether this amphora holds the VIP (active)."""
+    master = pair.wait_settled()
+    backup = pair.other(master)
     for amphora in pair.amphorae:
         details = amphora.client.get_details()
-        assert details["topology"] == "ACTIVE_STANDBY"
-        assert details["topology_status"] == "OK"
-        assert details["active"] is (amphora is master)
-    pair.assert_full_config_served(master)
+        assert (details["topology"], details["topology_status"], details["active"]) == \
+            ("ACTIVE_STANDBY", "OK", amphora is master), amphora.name
+    # keepalived gone (in the backup, so the VIP stays put): ERROR, not active; back: OK.
+    fault = faults.kill_keepalived(backup)
+    wait_for(lambda: backup.client.get_details()["topology_status"] == "ERROR",
+             SETTLE_TIMEOUT_S, f"{backup.name} reporting topology_status ERROR")
+    assert backup.client.get_details()["active"] is False
+    faults.heal(fault)
+    wait_for(lambda: backup.client.get_details()["topology_status"] == "OK",
+             SETTLE_TIMEOUT_S, f"{backup.name} reporting topology_status OK again")
+    assert pair.wait_settled() is master
+    assert [a.client.get_details()["active"] for a in (master, backup)] == [True, False]
 
 
 # --- the master dies ---------------------------------------------------------------------------
@@ -209,25 +236,71 @@ def test_graceful_stop_costs_less_than_a_hard_kill(hard_kill: Failover, graceful
 # --- faults the pair rides out -------------------------------------------------------------
 
 
-def test_haproxy_killed_in_the_master(pair: Pair, faults: FaultInjector, record,
-                                      measured_outages: dict[str, dict]) -> None:
-    down = take_master_down(pair, record, "kill haproxy",
-                            lambda master: faults.kill_haproxy(master, [pair.lb.id]),
-                            timeout=HAPROXY_KILL_TIMEOUT_S)
-    master, backup, recorder = down.master, down.backup, down.recorder
-    # The check script failed, so the master gave the VIP up and says so.
-    assert not pair.active(master) and not pair.holds_vip(master)
-    assert pair.active(backup) and pair.holds_vip(backup)
+def test_haproxy_killed_in_the_master_is_restarted(pair: Pair, faults: FaultInjector, record,
+                                                  measured_outages: dict[str, dict]) -> None:
+    """A crashed haproxy is started again at once (Octavia's haproxy-<lb>.service has
+    Restart=always, octavia/amphorae/backends/agent/api_server/templates/systemd.conf.j2; our
+    agent restarts it the same way), before the check script can fail check_fall times: the VIP
+    stays on the master and traffic resumes through it."""
+    master = pair.wait_settled()
+    backup = pair.other(master)
+    recorder = record()
+    assert wait_for_answers(recorder, master, since=0, timeout=10)
+    killed = pair.processes(master, "haproxy")
+    assert killed, f"no haproxy runs in {master.name}"
+    recorder.mark("kill haproxy")
+    killed_at = recorder.now()
+    fault = faults.kill_haproxy(master, [pair.lb.id])
+    # Traffic resumes through the master, from a haproxy that is not the one killed...
+    assert wait_for_answers(recorder, master, since=killed_at, timeout=CHECK_GIVES_UP_S), \
+        f"traffic did not resume through {master.name} after haproxy was killed " \
+        f"(answered by: {recorder.snapshot().answered_by(since=killed_at)})"
+    restarted = pair.processes(master, "haproxy")
+    assert restarted and not restarted & killed, (killed, restarted)
+    faults.leave(fault)  # restarted by the amphora itself, nothing to heal
+    # ... and the VIP stays there: given the time to fail, the check script did not.
+    time.sleep(CHECK_GIVES_UP_S)
+    timeline = recorder.snapshot()
+    assert_only(timeline, master, since=0)
+    assert pair.masters() == [master] and not pair.holds_vip(backup)
+    measured_outages["haproxy_kill"] = disruption(timeline, killed_at)
+    assert pair.wait_settled() is master
+    pair.assert_full_config_served(master)
 
-    recorder.mark("haproxy back")
-    healed_at = recorder.now()
-    faults.heal(down.fault)
+
+@pytest.mark.agent_xfail(
+    "octavia", reason="Octavia's agent keeps the VIP on an amphora whose only load balancer "
+    "was stopped through the API: the stop rewrites the keepalived check script without that "
+    "load balancer's socket (util.vrrp_check_script_update in octavia/amphorae/backends/agent/"
+    "api_server/util.py), leaving `haproxy-vrrp-check ; exit $?`, which checks no socket and "
+    "exits 0 (health_check in octavia/cmd/haproxy_vrrp_check.py); with no load balancer at all "
+    "it writes `exit 1` instead. Clients are refused on the master, the backup never takes over")
+def test_haproxy_stopped_in_the_master_hands_the_vip_over(
+        pair: Pair, record, measured_outages: dict[str, dict]) -> None:
+    """haproxy gone for good (stopped through the API both agents share): the check script
+    fails, the master gives the VIP up and the backup serves; started again, the old master
+    stays backup (nopreempt)."""
+    master = pair.wait_settled()
+    backup = pair.other(master)
+    recorder = record()
+    assert wait_for_answers(recorder, master, since=0, timeout=10)
+    recorder.mark("stop haproxy (API)")
+    stopped_at = recorder.now()
+    master.client.lb_action(pair.lb.id, "stop")
+    try:
+        assert wait_for_answers(recorder, backup, since=stopped_at,
+                                timeout=HAPROXY_DOWN_TIMEOUT_S), \
+            f"{backup.name} did not take over after haproxy stopped in {master.name}"
+        assert not pair.holds_vip(master) and pair.holds_vip(backup)
+    finally:  # started again whatever happened: the next test needs both amphorae serving
+        recorder.mark("start haproxy (API)")
+        started_at = recorder.now()
+        master.client.lb_action(pair.lb.id, "start")
+    measured_outages["haproxy_stop"] = disruption(recorder.snapshot(), stopped_at)
     # Its check passes again (check_rise runs); with nopreempt it stays the backup.
     time.sleep(VRRP.check_interval * (VRRP.check_rise + 1))
     assert pair.wait_settled() is backup
-    timeline = recorder.snapshot()
-    assert_only(timeline, backup, since=healed_at)
-    measured_outages["haproxy_kill"] = disruption(timeline, down.at)
+    assert_only(recorder.snapshot(), backup, since=started_at)
     pair.assert_full_config_served(backup)
 
 
@@ -239,8 +312,8 @@ def test_partition_then_heal_leaves_one_master(pair: Pair, faults: FaultInjector
     recorder.mark("partition")
     partition = faults.partition(master, backup)
     # Cut off from the master's adverts, the backup becomes master too: split brain.
-    wait_for(lambda: pair.active(backup), TAKEOVER_TIMEOUT_S, "the backup's takeover")
-    assert pair.active(master) and pair.holds_vip(master) and pair.holds_vip(backup)
+    wait_for(lambda: pair.holds_vip(backup), TAKEOVER_TIMEOUT_S, "the backup's takeover")
+    assert pair.holds_vip(master)
     assert partition.dropped() > 0
 
     survivor, healed_at = heal_to_one_master(pair, faults, recorder, partition, "heal")
@@ -286,7 +359,7 @@ def test_loss_on_the_master_link_does_not_flap(pair: Pair, faults: FaultInjector
     assert timeline.failures(lossy_from, lossy_until), "no request suffered from the loss"
     # ... but the VIP never moved, and never has the backup claimed it.
     assert_only(timeline, master, since=0)
-    assert not pair.active(backup)
+    assert not pair.holds_vip(backup)
     assert pair.wait_settled() is master
     sent = [s for s in timeline.samples if lossy_from <= s.sent_at < lossy_until]
     measured_outages["loss"] = {
@@ -326,8 +399,7 @@ def test_keepalived_killed_in_the_master(pair: Pair, faults: FaultInjector, reco
                                          measured_outages: dict[str, dict]) -> None:
     """No priority-0 goodbye: the backup takes over on the timers, like after a hard kill."""
     down = take_master_down(pair, record, "kill keepalived", faults.kill_keepalived)
-    details = down.master.client.get_details()
-    assert (details["topology_status"], details["active"]) == ("ERROR", False)
+    assert pair.holds_vip(down.backup)
     measured_outages["keepalived_kill"] = disruption(down.recorder.snapshot(), down.at)
 
     survivor, _ = heal_to_one_master(pair, faults, down.recorder, down.fault, "vrrp start")
@@ -356,7 +428,7 @@ def test_agent_killed_in_the_master_costs_nothing(pair: Pair, faults: FaultInjec
 def test_vip_link_cut_on_the_master(pair: Pair, faults: FaultInjector, record,
                                     measured_outages: dict[str, dict]) -> None:
     down = take_master_down(pair, record, "cut", faults.cut_vip_link)
-    assert not pair.active(down.master)
+    assert pair.masters() == [down.backup]
     measured_outages["vip_link_cut"] = disruption(down.recorder.snapshot(), down.at)
 
     survivor, reconnected_at = heal_to_one_master(pair, faults, down.recorder, down.fault,
@@ -384,10 +456,8 @@ def test_amphora_replacement_makes_the_pair_whole(pair: Pair, faults: FaultInjec
 
     for item in new.client.get_listeners():
         assert item["status"] == "ACTIVE", item
-    details = new.client.get_details()
-    assert (details["topology"], details["topology_status"], details["active"]) == \
-        ("ACTIVE_STANDBY", "OK", False)
     assert pair.wait_settled() is master
+    assert not pair.holds_vip(new)
     assert wait_for_answers(recorder, master, since=replaced_at, timeout=10)
     # The survivor served throughout: no request failed, none went elsewhere.
     timeline = recorder.snapshot()

@@ -24,6 +24,19 @@ from harness.lab.lab import Lab
 from harness.lab.providers.base import Node
 from scenarios.failover.pair import TAKEOVER_TIMEOUT_S, Pair, wait_for, wait_for_answers
 
+# Every test needs traffic through the pair, which Octavia's agent cannot carry here. Seen in
+# its amphora (nft list ruleset in the data-plane namespace): the member replies arrive on the
+# member port untracked and are dropped; an `iifname "eth2" ct state untracked accept` rule let
+# them in and the VIP answered.
+pytestmark = pytest.mark.agent_xfail(
+    "octavia", reason="with an SR-IOV VIP, Octavia's agent drops the members' replies on a "
+    "(non-SR-IOV) member port: its VIP firewall's input chain (policy drop) lets in only "
+    "conntrack-established traffic on interfaces other than the VIP's "
+    "(write_nftable_rules_file in octavia/amphorae/backends/utils/nftable_utils.py), while "
+    "lvs-masquerade.sh, run for every non-SR-IOV port (PortInterfaceFile in octavia/amphorae/"
+    "backends/utils/interface_file.py), marks that port's TCP `notrack`, so the replies are "
+    "untracked, never established; haproxy reaches no member and the VIP answers nothing")
+
 CLOSED_PORT = 81  # no listener: refused without the firewall, silent with it
 CONNECT_TIMEOUT_S = 2.0
 

@@ -228,3 +228,41 @@ def test_a_link_kind_builds_rules_for_the_amphoras_vip_port() -> None:
     assert fault.table.startswith("amphora_harness_0123abcd_")
     assert fault.rules == advert_loss_rules("02:00:00:00:00:0a", lost=2, every=3)
     assert str(fault) == "2 of 3 adverts of amphora-0 lost"
+
+
+def test_kill_agent_heal_waits_for_a_slow_restart_and_gives_up_in_bounds(monkeypatch) -> None:
+    """The restarted agent may refuse longer than the client's own retries last (Octavia's
+    takes as long as at boot): the heal keeps asking, and fails only at its bound."""
+    import requests
+
+    import harness.faults.kinds as kinds
+
+    refusals = {"left": 3}
+    calls: list[str] = []
+
+    def get_info() -> dict:
+        calls.append("info")
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise requests.ConnectionError("refused")
+        return {}
+
+    def exec_(_node, argv):
+        calls.append(" ".join(argv))
+        return SimpleNamespace(ok=True, output="")
+
+    monkeypatch.setattr(kinds, "AGENT_RESTART_POLL_S", 0.01)
+    lab = SimpleNamespace(id="lab", provider=SimpleNamespace(exec=exec_))
+    amphora = SimpleNamespace(name="amphora-0", node=None,
+                              client=SimpleNamespace(get_info=get_info))
+    injector = FaultInjector(lab)  # type: ignore[arg-type]
+    fault = injector.inject_kind("kill-agent", amphora)  # type: ignore[arg-type]
+    assert calls == [f"pkill -KILL -f {kinds.AGENT_PATTERN}"]
+    injector.heal(fault)
+    assert calls.count("info") == 4 and injector.active == []
+
+    refusals["left"] = 10**6
+    monkeypatch.setattr(kinds, "AGENT_RESTART_TIMEOUT_S", 0.1)
+    fault = injector.inject_kind("kill-agent", amphora)  # type: ignore[arg-type]
+    with pytest.raises(FaultError, match="did not answer again"):
+        injector.heal(fault)
