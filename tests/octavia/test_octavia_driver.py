@@ -27,7 +27,7 @@ from harness.model.loadbalancer import (
     VipSubnet,
 )
 from harness.model.yaml_loader import lb_fixture, load_lb
-from tests.support.vip_answers import settled_master
+from tests.support.vip_answers import settled_master, vip_holders
 from tests.support.vrrp_pair import CLIENT, GATEWAY, MEMBER, MEMBER_PORT, SUBNET, VIP, VRRP_IPS
 
 LISTENER_PORT = 8080
@@ -165,7 +165,7 @@ def test_octavias_driver_builds_an_active_standby_pair(octavia_driver, agent_fac
     namespaces on a test-made VIP network: VIP ports plugged, VRRP configured and started,
     listeners pushed (an SR-IOV VIP: each amphora's firewall opened with the rules Octavia's
     controller builds, VRRP from the peer included); the master serves, and gives the VIP up
-    when its haproxy dies (Octavia's keepalived.conf runs our check script)."""
+    when its haproxy dies for good (Octavia's keepalived.conf runs our check script)."""
     api_port = free_port()
     agents = [agent_factory(network_namespace=lab.namespace(f"amp{n}"),
                             topology="ACTIVE_STANDBY", host=f"127.0.0.{n + 2}", port=api_port)
@@ -191,8 +191,14 @@ def test_octavias_driver_builds_an_active_standby_pair(octavia_driver, agent_fac
         assert rules.exists() is sriov_vip
         if sriov_vip:
             assert f"tcp dport {LISTENER_PORT} accept" in rules.read_text()
+    # The agent starts a killed haproxy again (as systemd does for Octavia's haproxy unit), so
+    # the master's agent goes first: a haproxy that stays dead is what makes the check fail.
+    master.kill()
     haproxy = psutil.Process(int(
         (master.base_path / lb.id / f"{lb.id}.pid").read_text().split()[0]))
     for process in [haproxy, *haproxy.children()]:
         process.kill()
-    assert settled_master(client, agents, VIP, LISTENER_PORT, not_this=master) is backup
+    assert settled_master(client, [backup], VIP, LISTENER_PORT) is backup
+    # Back with its agent (which starts haproxy again), the old master stays backup: nopreempt.
+    master.start()
+    assert vip_holders(agents, VIP) == [backup.amphora_id]
