@@ -339,6 +339,11 @@ def lab(request: pytest.FixtureRequest, lab_factory: Callable[[], Lab],
         return
     try:
         record = load_record(lab_id)
+        if record.agent != request.config.getoption("--agent"):
+            # agent_xfail markers follow --agent: they must name the agent the lab runs.
+            pytest.fail(f"lab {lab_id} runs the {record.agent} agent (`amphora-harness up "
+                        f"--agent {record.agent}`): run pytest with --agent {record.agent}",
+                        pytrace=False)
         attached = AttachedLab(record, make_provider(record.provider),
                                results_dir=lab_results_dir).up()
     except (StandingLabError, ProviderError) as exc:

@@ -36,6 +36,7 @@ from harness.lab.standing_state import (
     load_record,
     record_lab,
     recorded_lab_ids,
+    recorded_provider,
     state_root,
 )
 
@@ -153,9 +154,10 @@ def down(args: argparse.Namespace) -> None:
         lab_ids = [choose_lab(None).lab_id]
     recorded = set(recorded_lab_ids())
     for lab_id in lab_ids:
-        # A lab `up` recorded says where it runs; any other is looked for with --provider.
-        provider = make_provider(load_record(lab_id).provider) if lab_id in recorded \
-            else provider_of(args)
+        # A lab `up` recorded says where it runs (also a record of an older schema, which
+        # nothing else reads); any other is looked for with --provider.
+        named = recorded_provider(lab_id) if lab_id in recorded else None
+        provider = make_provider(named) if named else provider_of(args)
         if lab_id not in recorded and lab_id not in {lab.lab_id for lab in provider.labs()}:
             raise CommandError(f"no lab {lab_id} (`amphora-harness status` lists them)")
         with step(f"lab {lab_id} down"):
@@ -178,7 +180,7 @@ def gc(args: argparse.Namespace) -> None:
     existing = {lab.lab_id for lab in provider.labs()}
     for lab_id in recorded_lab_ids():
         if lab_id not in existing:  # gone some other way (a reboot, docker rm)
-            load_record(lab_id).remove()
+            forget_lab(lab_id)  # (its record may be of an older schema: not read)
             print(f"forgot lab {lab_id} (nothing of it is left in the engine)")
     kept = [lab.lab_id for lab in provider.labs() if lab.keep]
     live = [lab.lab_id for lab in provider.labs() if not lab.keep]

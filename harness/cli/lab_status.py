@@ -43,6 +43,7 @@ def lab_status(record: LabRecord, provider: Provider) -> dict[str, Any]:
     lb = record.load_balancer
     status = {
         "lab": record.lab_id, "provider": record.provider, "topology": record.topology,
+        "agent": record.agent, "octavia_source": record.octavia_source,
         "vip": record.vip, "amphorae": amphorae, "members": members,
         "load_balancer": None if lb is None else {
             "id": lb.id, "source": lb.source,
@@ -85,7 +86,8 @@ def problems(status: dict[str, Any]) -> list[str]:
 
 
 def status_table(status: dict[str, Any]) -> Table:
-    table = Table(title=f"lab {status['lab']} — {status['topology']}, VIP {status['vip']}")
+    table = Table(title=f"lab {status['lab']} — {status['topology']}, VIP {status['vip']}, "
+                  f"{status['agent']} agent")
     for column in ("#", "node", "id", "address", "engine", "agent / service"):
         table.add_column(column)
     for amphora in status["amphorae"]:

@@ -19,12 +19,21 @@ from harness.faults.kinds import KINDS, FaultKind
 from harness.faults.link import BridgeRules
 from harness.lab.host_tables import table_name
 from harness.lab.lab import LabAmphora
+from harness.lab.octavia_agent import (
+    BOOT_DONE_STATES,
+    BOOT_STATE_ARGV,
+    OCTAVIA,
+    OCTAVIA_READY_TIMEOUT_S,
+)
 from harness.lab.standing import StandingLab
 from harness.lab.standing_state import FaultRecord, StandingLabError
 from harness.observe.vip import answering_amphora
-from harness.polling import scaled
+from harness.polling import poll_until, scaled
 
 AGENT_BACK_TIMEOUT_S = 90.0
+# Octavia's agent starts as slowly as at boot (systemd, then its Python start), and the amphora
+# puts its ports back first: as long as a lab gives it to answer at boot, at least.
+OCTAVIA_AGENT_BACK_TIMEOUT_S = max(AGENT_BACK_TIMEOUT_S, OCTAVIA_READY_TIMEOUT_S)
 
 
 def targets_for(lab: StandingLab, kind: FaultKind, names: list[str]) -> list[LabAmphora]:
@@ -107,14 +116,28 @@ def heal_faults(lab: StandingLab, on_step: Callable[[str], None] = lambda _: Non
 def restore_amphora(lab: StandingLab, amphora: LabAmphora) -> None:
     """An amphora started again plugs its ports again and starts what ran before its agent
     answers (its namespace lived on a tmpfs): wait for the agent, then check that every
-    listener it has is serving."""
+    listener it has is serving. Which agent the lab's amphorae run (its record says) decides
+    how long that may take, and what "restored" means: Octavia's agent answers before systemd
+    has started the amphora's namespace and haproxy units, so there the boot must be over too."""
+    octavia = lab.record.agent == OCTAVIA
+    timeout_s = OCTAVIA_AGENT_BACK_TIMEOUT_S if octavia else AGENT_BACK_TIMEOUT_S
     tenacity.Retrying(
         retry=tenacity.retry_if_exception_type((AmphoraAPIError, OSError)),
-        stop=tenacity.stop_after_delay(scaled(AGENT_BACK_TIMEOUT_S)),
+        stop=tenacity.stop_after_delay(scaled(timeout_s)),
         wait=tenacity.wait_fixed(1.0), reraise=True,
     )(amphora.client.get_info)
+    if octavia and not poll_until(lambda: _boot_state(lab, amphora) in BOOT_DONE_STATES,
+                                  timeout_s, 0.5):
+        raise StandingLabError(f"{amphora.name} is still booting after {scaled(timeout_s):.0f}s "
+                               f"(systemd: {_boot_state(lab, amphora)}; see `amphora-harness "
+                               f"logs`)")
     down = [item["uuid"] for item in amphora.client.get_listeners()
             if item["status"] != "ACTIVE"]
     if down:
         raise StandingLabError(f"{amphora.name} came back with listeners not serving: "
                                f"{', '.join(down)} (see `amphora-harness logs`)")
+
+
+def _boot_state(lab: StandingLab, amphora: LabAmphora) -> str:
+    """systemd's state of an Octavia amphora's boot (starting, running, degraded, ...)."""
+    return lab.provider.exec(amphora.node, list(BOOT_STATE_ARGV)).output.strip()

@@ -38,7 +38,10 @@ class AttachedLab(Lab):
 
     def __init__(self, record: LabRecord, provider: Provider, *,
                  results_dir: Path | None = None) -> None:
-        super().__init__(provider, keep=True, results_dir=results_dir)
+        # Told its agent, Octavia source and images as `up` told the Lab that built it, so it
+        # plugs, waits and renders agent settings as that Lab did (an Octavia agent's port
+        # attach runs the image's reindex helper).
+        super().__init__(provider, keep=True, results_dir=results_dir, **record.lab_options())
         self.id = record.lab_id
         self.record = record
         self._standing = StandingLab(record, provider)
@@ -47,7 +50,6 @@ class AttachedLab(Lab):
         self.pki.driver = record.driver
         self.index = record.index
         self.networks = dict(self._standing.networks)
-        self._images["member"] = next((m.node.spec.image for m in self._standing.members), None)
         for node in [a.node for a in self._standing.amphorae] + \
                 [m.node for m in self._standing.members]:
             role = node.spec.network.spec.role
@@ -63,8 +65,9 @@ class AttachedLab(Lab):
 
     def add_amphorae(self, count: int, **agent_settings) -> list[LabAmphora]:
         lent = {a.id for a in self.amphorae}
+        wanted = self._agent_settings(agent_settings)  # as a Lab of this agent would boot them
         fitting = [a for a in self._standing.amphorae if a.id not in lent and all(
-            asdict(a.agent_settings).get(key) == value for key, value in agent_settings.items())]
+            asdict(a.agent_settings).get(key) == value for key, value in wanted.items())]
         if len(fitting) < count:
             wanted = ", ".join(f"{k}={v!r}" for k, v in agent_settings.items()) or "defaults"
             raise LabError(

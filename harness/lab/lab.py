@@ -274,13 +274,10 @@ class Lab:
         address = self._node_address("lb-mgmt")
         credentials = self.pki.amphora(amphora_id)
         is_octavia = self.agent == OCTAVIA
-        if is_octavia:
-            extra = agent_settings.pop("extra", {})
-            agent_settings["extra"] = {**OCTAVIA_CONFIG_EXTRA, **extra}
         settings = replace(AgentSettings(
             amphora_id=amphora_id, ca_path=AGENT_CA_PATH, server_pem_path=AGENT_SERVER_PEM_PATH,
             bind_host=str(address), bind_port=AGENT_PORT,
-        ), **agent_settings)
+        ), **self._agent_settings(agent_settings))
         spec = self._node_spec(
             "amphora", "lb-mgmt", address,
             name=f"amphora-harness-{self.id}-amphora-{len(self.amphorae)}",
@@ -304,6 +301,13 @@ class Lab:
         # Registered before it is ready, so a failure still saves its log and tears it down.
         self.amphorae.append(amphora)
         return amphora, started
+
+    def _agent_settings(self, asked: dict) -> dict:
+        """The AgentSettings fields an amphora of this lab's agent gets for those asked:
+        Octavia's agent also gets the options its controller writes (OCTAVIA_CONFIG_EXTRA)."""
+        if self.agent != OCTAVIA:
+            return dict(asked)
+        return {**asked, "extra": {**OCTAVIA_CONFIG_EXTRA, **asked.get("extra", {})}}
 
     def _fit_haproxy_limits(self, node: Node) -> None:
         """Octavia's haproxy units ask for more open files than some hosts grant: there the

@@ -27,6 +27,12 @@ OCTAVIA_CONFIG_EXTRA = {"amphora_agent": {
 # veth has the host's counter.
 REINDEX_ARGV = ("/usr/local/sbin/amphora-harness-reindex",)
 
+# Whether an amphora's boot is over: Octavia's agent answers while systemd is still starting
+# amphora-netns and the haproxy-<lb> units it enabled, so an amphora started again serves only
+# once the boot's jobs are done ("degraded": done, with a unit failed).
+BOOT_STATE_ARGV = ("systemctl", "is-system-running")
+BOOT_DONE_STATES = ("running", "degraded")
+
 # Octavia's haproxy unit (LimitNOFILE in its haproxy systemd template).
 OCTAVIA_HAPROXY_NOFILE = 2600000
 HAPROXY_DROPIN_PATH = "/etc/systemd/system/haproxy-.service.d/50-amphora-harness-nofile.conf"

@@ -6,13 +6,17 @@ plugin's start-of-session gc removes it), writes what later commands need into a
 directory, and exits. `status`, `push`, `traffic`, `fault`, `heal`, `down`, ... rebuild the lab's
 amphorae and members from that record (harness.lab.standing):
 
-    <state dir>/<lab id>/state.json   ids, nodes, addresses, ports, VIP, pushed LB, active faults
+    <state dir>/<lab id>/state.json   ids, nodes, images, addresses, ports, VIP, which agent the
+                                      amphorae run (and from which Octavia), pushed LB, faults
     <state dir>/<lab id>/ca.pem       the lab CA (what the driver trusts)
     <state dir>/<lab id>/client.pem   the driver's key and certificate (mode 0600)
 
 The state dir is $AMPHORA_HARNESS_STATE_DIR, else $XDG_STATE_HOME/amphora-harness/labs, else
 ~/.local/state/amphora-harness/labs. The CA key is not kept: a standing lab drives the amphorae
-it has and boots no new ones.
+it has and boots no new ones. What does differ with the agent (harness.lab.octavia_agent: the
+reindex after a port attach, how long an agent takes to answer, its config options) is decided by
+the recorded agent: a lab rebuilt from its record is told its agent, Octavia source and images as
+`up` told the Lab that built it (LabRecord.lab_options).
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ from typing import Any
 
 from harness.amphora_api.pki import DriverCredentials
 from harness.lab.lab import Lab
+from harness.lab.octavia_agent import OCTAVIA
 from harness.lab.providers.base import Node
 from harness.model.loadbalancer import ListenerProtocol
+from harness.octavia_source import OctaviaSource, SourceKind
 
 STATE_DIR_ENV = "AMPHORA_HARNESS_STATE_DIR"
 STATE_FILE = "state.json"
-SCHEMA = 1
+# 2: the agent the amphorae run and the Octavia source of its image (agent, octavia_source).
+SCHEMA = 2
 
 
 class StandingLabError(RuntimeError):
@@ -139,6 +146,11 @@ class LabRecord:
     networks: list[NetworkRecord]
     amphorae: list[AmphoraRecord]
     members: list[MemberRecord]
+    # Which amphora-agent the amphorae run ("ours" | "octavia", harness.lab.octavia_agent), and
+    # for Octavia's the source its image was built from ({"kind", "location"} of an
+    # harness.octavia_source.OctaviaSource; None for ours).
+    agent: str
+    octavia_source: dict[str, str] | None
     load_balancer: LoadBalancerRecord | None = None
     faults: list[FaultRecord] = field(default_factory=list)
     fault_count: int = 0
@@ -152,6 +164,21 @@ class LabRecord:
     def driver(self) -> DriverCredentials:
         return DriverCredentials(ca=self.directory / "ca.pem",
                                  client_pem=self.directory / "client.pem")
+
+    def lab_options(self) -> dict[str, Any]:
+        """How `up` told the Lab that built this lab which amphorae and members it runs (agent,
+        Octavia source, images): Lab(provider, **record.lab_options()) behaves as that Lab did
+        (harness.lab.attach)."""
+        source = None if self.octavia_source is None else OctaviaSource(
+            SourceKind(self.octavia_source["kind"]), self.octavia_source["location"])
+        return {"agent": self.agent, "octavia_source": source,
+                "amphora_image": next((a.node.image for a in self.amphorae), None),
+                "member_image": next((m.node.image for m in self.members), None)}
+
+    def agent_label(self) -> str:
+        """For people: which agent the amphorae run, and from which Octavia."""
+        source = self.lab_options()["octavia_source"]
+        return f"{self.agent} agent" + (f" ({source.label()})" if source else "")
 
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -193,9 +220,11 @@ def _node_record(node: Node) -> NodeRecord:
 
 def record_lab(lab: Lab, *, provider_name: str, topology: str, lb_amphorae: int,
                vip: IPv4Address) -> LabRecord:
-    """Write down a lab that is up (networks, nodes, ports) and keep its driver credentials."""
+    """Write down a lab that is up (networks, nodes, ports, its agent) and keep its driver
+    credentials."""
     if lab.index is None:
         raise StandingLabError("the lab is not up")
+    source = lab.octavia_source if lab.agent == OCTAVIA else None
     record = LabRecord(
         lab_id=lab.id, provider=provider_name, index=lab.index, topology=topology,
         lb_amphorae=lb_amphorae, vip=str(vip), created_at=time.time(),
@@ -209,6 +238,9 @@ def record_lab(lab: Lab, *, provider_name: str, topology: str, lb_amphorae: int,
                                                   str(p.ip_address)) for p in a.ports])
                   for a in lab.amphorae],
         members=[MemberRecord(id=m.id, node=_node_record(m.node)) for m in lab.members],
+        agent=lab.agent,
+        octavia_source=None if source is None else {"kind": source.kind.value,
+                                                    "location": source.location},
     )
     record.directory.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(lab.pki.driver.ca, record.driver.ca)
@@ -221,13 +253,31 @@ def record_lab(lab: Lab, *, provider_name: str, topology: str, lb_amphorae: int,
 def load_record(lab_id: str) -> LabRecord:
     path = state_root() / lab_id / STATE_FILE
     try:
-        return LabRecord.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("schema") != SCHEMA:
+            raise StandingLabError(
+                f"lab {lab_id} was brought up by an amphora-harness whose state file has schema "
+                f"{data.get('schema')}; this one reads schema {SCHEMA} (which also records the "
+                f"amphorae's agent): `amphora-harness down --lab {lab_id}` removes that lab, "
+                "`amphora-harness up` brings up a new one")
+        return LabRecord.from_dict(data)
     except FileNotFoundError:
         raise StandingLabError(f"no lab {lab_id} was brought up by `amphora-harness up` "
                                f"(nothing in {state_root()})") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise StandingLabError(f"{path} is unreadable ({exc}); `amphora-harness down "
                                f"--lab {lab_id}` removes the lab") from None
+
+
+def recorded_provider(lab_id: str) -> str | None:
+    """The provider a lab's record names, also in a record this version cannot read (an older
+    schema): enough for `down` to remove the lab. None: no record, or none named there."""
+    try:
+        data = json.loads((state_root() / lab_id / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    provider = data.get("provider") if isinstance(data, dict) else None
+    return provider if isinstance(provider, str) else None
 
 
 def recorded_lab_ids() -> list[str]:

@@ -21,6 +21,7 @@ from harness.lab.shape import (
 )
 from harness.lab.standing import StandingLab
 from harness.lab.standing_state import (
+    SCHEMA,
     STATE_DIR_ENV,
     AmphoraRecord,
     LabRecord,
@@ -103,7 +104,8 @@ def node(name: str, role: str, network_role: str, address: str) -> NodeRecord:
                       network_role=network_role, address=address)
 
 
-def make_record(pki_dir: Path) -> LabRecord:
+def make_record(pki_dir: Path, agent: str = "ours",
+                octavia_source: dict[str, str] | None = None) -> LabRecord:
     networks = []
     for role in ("lb-mgmt", "vip", "member"):
         plan = subnet_plan(5, role)
@@ -124,6 +126,7 @@ def make_record(pki_dir: Path) -> LabRecord:
         vip="198.18.16.100", created_at=0.0, networks=networks, amphorae=amphorae,
         members=[MemberRecord(id="m-one", node=node("member-0", "member", "member",
                                                     "198.18.17.2"))],
+        agent=agent, octavia_source=octavia_source,
         load_balancer=LoadBalancerRecord(
             source="fixtures/lbs/http.yaml", id="lb", vrrp_auth_pass="secret",
             listeners=[{"port": 80, "protocol": "HTTP"},
@@ -167,7 +170,7 @@ def test_a_record_survives_the_round_trip(tmp_path: Path) -> None:
 
 def test_an_unreadable_record_says_how_to_get_rid_of_it(tmp_path: Path, state_dir: Path) -> None:
     make_record(tmp_path / "pki")
-    (state_dir / LAB_ID / "state.json").write_text('{"schema": 1}')
+    (state_dir / LAB_ID / "state.json").write_text(f'{{"schema": {SCHEMA}}}')
     with pytest.raises(StandingLabError, match=f"down --lab {LAB_ID}"):
         load_record(LAB_ID)
     (state_dir / LAB_ID / "state.json").write_text('{"schema": 99}')
