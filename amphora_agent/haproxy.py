@@ -1,6 +1,6 @@
 """haproxy supervision: one master-worker haproxy per load balancer, with no systemd.
 
-Each load balancer's haproxy runs as `haproxy -W -D -p PIDFILE -f CFG`: a daemonized master that
+Each load balancer's haproxy runs as `haproxy -Ws -D -p PIDFILE -f CFG`: a daemonized master that
 is not the agent's child, so it outlives the agent. Everything the agent needs to find it again
 after a restart is on disk: the config and the master's pid file under {base_path}/{lb_id}/,
 checked against /proc (the pid must belong to a live haproxy whose command line names that
@@ -14,6 +14,17 @@ refused.
 haproxy is checked and started with a second config file, {base_path}/haproxy-default-user-group
 .conf (`global` / `group nogroup`), as Octavia's agent and unit do with
 /var/lib/octavia/haproxy-default-user-group.conf: the workers run with that group, not root's.
+
+A start or reload answers only once haproxy says it is ready again, as systemd's Type=notify
+unit makes `systemctl start|reload` wait for Octavia's agent: haproxy runs with -Ws and its
+master's READY=1 reaches the agent (haproxy_notify.py). Without that a reload answered when the
+new worker appeared, while the master was still re-executing itself, and a next reload's
+SIGUSR2 arriving then could leave haproxy with no new worker at all.
+
+`haproxy -c` gets a third file, {base_path}/haproxy-check-only.conf (`global` /
+`httpclient.ssl.verify none`), never given to a serving haproxy: without it every check spends
+most of its time loading the whole system CA store for haproxy's internal HTTP client, which a
+check never uses.
 
 A haproxy that dies unexpectedly is started again by haproxy_restart.py, as systemd's
 Restart=always does for Octavia's haproxy unit; this module keeps the start history that bounds
@@ -44,6 +55,7 @@ from amphora_agent import netns
 from amphora_agent.config import AgentConfig
 from amphora_agent.fsutil import atomic_write
 from amphora_agent.haproxy_config import HaproxyConfig, parse_haproxy_config
+from amphora_agent.haproxy_notify import ReadyNotifier
 from amphora_agent.names import is_uuid
 from amphora_agent.processes import (
     POLL_S,
@@ -66,6 +78,11 @@ _EXEC_WINDOW_POLLS = 20
 # Octavia's image ships /var/lib/octavia/haproxy-default-user-group.conf with these lines (the
 # group is nogroup on Debian and Ubuntu); ours writes it under base_path at start.
 USER_GROUP_FILE = "haproxy-default-user-group.conf"
+# Given to `haproxy -c` only, after the other files: the check skips loading the system CA
+# store for haproxy's internal HTTP client (about six sevenths of a check's CPU). The serving
+# haproxy never reads this file, so what it verifies is unchanged.
+CHECK_ONLY_FILE = "haproxy-check-only.conf"
+CHECK_ONLY_CONFIG = "global\n    httpclient.ssl.verify none\n"
 
 # systemd's defaults for a unit that sets none (Octavia's haproxy unit sets none):
 # DefaultStartLimitIntervalSec=10s, DefaultStartLimitBurst=5. A unit started 5 times within
@@ -181,8 +198,11 @@ class HaproxySupervisor:
     read-only queries are safe from any thread.
     """
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, notifier: ReadyNotifier | None = None) -> None:
         self._config = config
+        # With a notifier haproxy runs with -Ws and starts and reloads wait for its READY=1;
+        # without one (the path is unusable, or a read-only user such as the VRRP check) -W.
+        self._notifier = notifier
         self._peer_name = peer_name(config.amphora_id)
         # Called with the lb id just before a reload or stop: the heartbeat accounts for the
         # running worker there and holds it, so deltas survive the worker being replaced.
@@ -206,6 +226,10 @@ class HaproxySupervisor:
     @property
     def user_group_path(self) -> Path:
         return self._config.base_path / USER_GROUP_FILE
+
+    @property
+    def check_only_path(self) -> Path:
+        return self._config.base_path / CHECK_ONLY_FILE
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -273,7 +297,7 @@ class HaproxySupervisor:
     def check(self, config_file: Path) -> None:
         """Run haproxy's own config check, raising HaproxyError with its output."""
         argv = [self._config.haproxy_cmd, "-c", "-L", self._peer_name, "-f", str(config_file),
-                "-f", str(self.user_group_path)]
+                "-f", str(self.user_group_path), "-f", str(self._check_only_file())]
         result = run_command(argv, CHECK_TIMEOUT_S, HaproxyError, new_session=True)
         if result.returncode != 0:
             raise HaproxyError(result.stdout)
@@ -311,16 +335,22 @@ class HaproxySupervisor:
         # left in a unit's cgroup before starting it again.
         self._kill_leftovers(pid_file)
         pid_file.unlink(missing_ok=True)
+        notifier = self._notifier
         argv = netns.in_namespace(
             self._config.network_namespace,
-            [self._config.haproxy_cmd, "-W", "-D", "-p", str(pid_file), "-L", self._peer_name,
-             "-f", str(config_file), "-f", str(self.user_group_path)],
+            [self._config.haproxy_cmd, "-Ws" if notifier else "-W", "-D", "-p", str(pid_file),
+             "-L", self._peer_name, "-f", str(config_file), "-f", str(self.user_group_path)],
         )
-        result = run_command(argv, START_TIMEOUT_S, HaproxyError, new_session=True)
+        mark = notifier.mark() if notifier else 0
+        result = run_command(argv, START_TIMEOUT_S, HaproxyError, new_session=True,
+                             env=notifier.environment() if notifier else None)
         if result.returncode != 0:
             raise HaproxyError(result.stdout)
         if not wait_for(lambda: self.is_running(lb_id), START_TIMEOUT_S):
             raise HaproxyError(f"haproxy for {lb_id} did not come up\n{result.stdout}")
+        master = self.master_process(lb_id)
+        if notifier and master is not None:
+            self._wait_ready(lb_id, master, mark, START_TIMEOUT_S, "start")
         LOG.info("haproxy for %s started, master pid %s", lb_id, self.master_pid(lb_id))
 
     def reload(self, lb_id: str) -> None:
@@ -333,14 +363,25 @@ class HaproxySupervisor:
         self._run_hooks(lb_id)
         self._save_server_state(lb_id)
         before = set(self.worker_pids(lb_id))
+        # A master started by an agent without a notifier (-W) never says READY=1.
+        try:
+            notifier = self._notifier if "-Ws" in _command_line(master) else None
+        except psutil.Error as exc:
+            raise HaproxyError(f"haproxy master {master.pid} exited before the reload") from exc
+        mark = notifier.mark() if notifier else 0
         master.send_signal(signal.SIGUSR2)
 
         def new_worker_up() -> bool:
-            if not is_alive(master):
-                raise HaproxyError(f"haproxy master {master.pid} exited during the reload")
+            _check_alive(master, "reload")
             return bool(set(self.worker_pids(lb_id)) - before)
 
-        if not wait_for(new_worker_up, RELOAD_TIMEOUT_S):
+        if notifier is not None:
+            self._wait_ready(lb_id, master, mark, RELOAD_TIMEOUT_S, "reload")
+            # haproxy says READY=1 also after a reload whose new worker failed (the old ones
+            # keep serving): that is no reload.
+            if not new_worker_up():
+                raise HaproxyError(f"haproxy for {lb_id} started no new worker after a reload")
+        elif not wait_for(new_worker_up, RELOAD_TIMEOUT_S):
             raise HaproxyError(f"haproxy for {lb_id} started no new worker after a reload")
 
     def stop(self, lb_id: str) -> None:
@@ -373,6 +414,25 @@ class HaproxySupervisor:
         return {lb_id: self.master_pid(lb_id) for lb_id in self.lb_ids()}
 
     # --- internals --------------------------------------------------------------------------
+
+    def _check_only_file(self) -> Path:
+        path = self.check_only_path
+        with contextlib.suppress(OSError):
+            if path.read_text() == CHECK_ONLY_CONFIG:
+                return path
+        atomic_write(path, CHECK_ONLY_CONFIG.encode(), mode=0o644)
+        return path
+
+    def _wait_ready(self, lb_id: str, master: psutil.Process, mark: int, timeout: float,
+                    action: str) -> None:
+        """Wait (bounded) for the master's READY=1 after mark, as systemd waits for it before
+        a Type=notify unit's start or reload job completes."""
+        assert self._notifier is not None
+        if not self._notifier.wait_ready(master.pid, mark, timeout,
+                                         lambda: _check_alive(master, action)):
+            raise HaproxyError(
+                f"haproxy for {lb_id} (master pid {master.pid}) did not report ready (READY=1) "
+                f"within {timeout:.0f} s of the {action}")
 
     def _kill_leftovers(self, pid_file: Path) -> None:
         """Kill the processes of an earlier start of this load balancer that outlived their
@@ -409,6 +469,11 @@ class HaproxySupervisor:
             atomic_write(state_file, state.encode(), mode=0o644, durable=False)
         except OSError as exc:
             LOG.warning("could not save the server state of %s: %s", lb_id, exc)
+
+
+def _check_alive(master: psutil.Process, action: str) -> None:
+    if not is_alive(master):
+        raise HaproxyError(f"haproxy master {master.pid} exited during the {action}")
 
 
 def _command_line(process: psutil.Process) -> list[str]:

@@ -16,6 +16,7 @@ from amphora_agent.config import AgentConfig, ConfigError, load_config
 from amphora_agent.desired_state import DESIRED_STATE_FILE, DesiredState
 from amphora_agent.fsutil import remove_stale_temp_files, remove_stale_temp_files_of
 from amphora_agent.haproxy import HaproxySupervisor, install_user_group_file
+from amphora_agent.haproxy_notify import ReadyNotifier
 from amphora_agent.haproxy_restart import HaproxyRestarter
 from amphora_agent.heartbeat import start_heartbeat
 from amphora_agent.keepalived import KeepalivedSupervisor
@@ -54,10 +55,12 @@ def prepare_host(config: AgentConfig) -> None:
     install_user_group_file(config.base_path)
 
 
-def adopt_haproxy(config: AgentConfig) -> HaproxySupervisor:
+def adopt_haproxy(config: AgentConfig, notifier: ReadyNotifier | None = None
+                  ) -> HaproxySupervisor:
     """The haproxy supervisor. haproxy processes outlive the agent and are found again through
-    their pid files; what is not running is left to restore_data_plane."""
-    supervisor = HaproxySupervisor(config)
+    their pid files; what is not running is left to restore_data_plane. notifier receives
+    haproxy's READY=1 (starts and reloads wait for it)."""
+    supervisor = HaproxySupervisor(config, notifier)
     for lb_id, pid in supervisor.running_summary().items():
         if pid is None:
             LOG.info("load balancer %s: haproxy not running (%s)", lb_id,
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"amphora-agent: cannot prepare the host: {exc}", file=sys.stderr)
         return 2
-    haproxy = adopt_haproxy(config)
+    notifier = ReadyNotifier.for_base_path(config.base_path)
+    haproxy = adopt_haproxy(config, notifier)
     # keepalived, like haproxy, outlives the agent and is found again through its pid file.
     keepalived = KeepalivedSupervisor(config)
     desired = DesiredState(config.base_path / DESIRED_STATE_FILE)
@@ -124,4 +128,6 @@ def main(argv: list[str] | None = None) -> int:
              config.bind_port)
     server.serve_forever()
     server.server_close()
+    if notifier is not None:
+        notifier.close()
     return 0

@@ -39,14 +39,16 @@ def wait_for(condition: Callable[[], bool], timeout: float, poll: float = POLL_S
 
 
 def run_command(
-    argv: list[str], timeout: float, error: type[Exception], *, new_session: bool = False
+    argv: list[str], timeout: float, error: type[Exception], *, new_session: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv with stdout and stderr merged; failing to run it at all raises `error`."""
+    """Run argv with stdout and stderr merged; failing to run it at all raises `error`.
+    env replaces the environment (None: the agent's)."""
     try:
         return subprocess.run(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace", timeout=timeout, start_new_session=new_session,
-            check=False,
+            check=False, env=env,
         )
     except subprocess.TimeoutExpired as exc:
         raise error(f"{argv[0]} timed out after {timeout:.0f} s") from exc

@@ -4,11 +4,17 @@ slow requests are in flight. No connection may be refused or cut, every request 
 from __future__ import annotations
 
 import http.client
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
+import pytest
+
+from harness.amphora_api.client import AmphoraAPIError
+from harness.polling import poll_until
 
 RELOADS = 100
 FAST_CLIENTS = 3
@@ -98,3 +104,102 @@ def test_reloads_under_traffic_refuse_nothing(agent_factory, lb_config, http_bac
     # Still the same master: reloads never restarted haproxy.
     assert int((agent.base_path / lb.lb_id / f"{lb.lb_id}.pid").read_text()) == master
     assert psutil.Process(master).is_running()
+
+
+# --- readiness: a reload (and a start) answers only once haproxy's master said READY=1 ---------
+
+READY_RELOADS = 20
+# READY=1 is sent a few statements before the master unblocks its signals (haproxy 2.6's
+# mworker_loop); a reload answered at the new worker's fork, as before, left the master blocked
+# for the whole wait-mode re-execution (tens of ms) in about half of the reloads.
+UNBLOCK_GRACE_S = 0.02
+
+
+def _sigusr2_blocked(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGUSR2 - 1)))
+    raise AssertionError(f"no SigBlk in /proc/{pid}/status")
+
+
+def _master_ready(pid: int) -> bool:
+    """The master is back in its loop: it takes SIGUSR2 again (checked within a grace)."""
+    deadline = time.monotonic() + UNBLOCK_GRACE_S
+    while _sigusr2_blocked(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def _master(agent, lb_id: str) -> psutil.Process:
+    return psutil.Process(int((agent.base_path / lb_id / f"{lb_id}.pid").read_text()))
+
+
+def test_reload_answers_once_haproxy_is_ready(agent_factory, lb_config, http_backend):
+    agent = agent_factory()
+    lb = lb_config(agent, http_backend.port)
+    agent.client.upload_config(lb.lb_id, lb.text)
+    agent.client.start(lb.lb_id)
+    master = _master(agent, lb.lb_id)
+    # haproxy runs as under Octavia's Type=notify unit, with -Ws, and tells the agent.
+    assert "-Ws" in master.cmdline()
+    assert _master_ready(master.pid)
+
+    not_ready = []
+    for number in range(READY_RELOADS):
+        if number == READY_RELOADS // 2:
+            # A haproxy started by an earlier agent process reaches the new one.
+            agent.restart()
+        workers = {child.pid for child in master.children()}
+        agent.client.reload(lb.lb_id)
+        if not _master_ready(master.pid):
+            not_ready.append(number)
+        assert {child.pid for child in master.children()} - workers, number
+    assert not_ready == []
+    assert one_request(lb.port, "/") is None
+    # Every READY=1 came from the master it named.
+    assert "came from pid" not in agent.log()
+
+
+def test_reload_without_ready_fails_clearly(agent_factory, lb_config, http_backend):
+    agent = agent_factory()
+    lb = lb_config(agent, http_backend.port)
+    agent.client.upload_config(lb.lb_id, lb.text)
+    agent.client.start(lb.lb_id)
+    master = _master(agent, lb.lb_id)
+    master.suspend()  # takes no signal, says nothing: READY=1 never comes
+    try:
+        started = time.monotonic()
+        with pytest.raises(AmphoraAPIError) as caught:
+            agent.client.reload(lb.lb_id)
+        waited = time.monotonic() - started
+    finally:
+        master.resume()
+    assert caught.value.status == 500
+    assert caught.value.message == "Error reloading haproxy"
+    assert f"master pid {master.pid}) did not report ready (READY=1) within 15 s" in str(
+        caught.value.details)
+    assert 14 < waited < 40  # bounded: the reload's timeout, not the client's
+    # The master takes the pending signal once it runs again, and serves on.
+    assert poll_until(lambda: _master_ready(master.pid), 15)
+    time.sleep(1)  # its late READY=1 is in before the next reload marks
+    agent.client.reload(lb.lb_id)
+    assert one_request(lb.port, "/") is None
+
+
+def test_check_only_file_is_for_checks_only(agent_factory, lb_config, http_backend):
+    agent = agent_factory()
+    lb = lb_config(agent, http_backend.port)
+    agent.client.upload_config(lb.lb_id, lb.text)
+    check_only = agent.base_path / "haproxy-check-only.conf"
+    assert check_only.read_text() == "global\n    httpclient.ssl.verify none\n"
+    agent.client.start(lb.lb_id)
+    agent.client.reload(lb.lb_id)
+    master = _master(agent, lb.lb_id)
+    for process in (master, *master.children()):
+        assert str(check_only) not in process.cmdline()
+    # A config haproxy refuses is still refused with the check-only file.
+    with pytest.raises(AmphoraAPIError) as caught:
+        agent.client.upload_config(lb.lb_id, lb.text + "frontend broken\n    bind :notaport\n")
+    assert caught.value.status == 400
