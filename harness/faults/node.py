@@ -10,10 +10,14 @@ from harness.faults.base import Fault, FaultError, FaultUnsupported
 from harness.lab.constants import DATA_PLANE_NAMESPACE
 from harness.lab.providers.base import ExecResult, Node, Provider
 
-# Matches the agent's command line, ours (`python3 -m amphora_agent --config-file ...`) and
-# Octavia's (`.../amphora-agent --config ...`), but not `amphora_agent.vrrp_check`, the check
-# keepalived runs: killing that would fail a VRRP check, which is a different fault.
-AGENT_PATTERN = "amphora[-_]agent( |$)"
+# Matches every process of the agent, ours (`python3 -m amphora_agent --config-file ...`) and
+# Octavia's: its forked children keep the command line (`.../amphora-agent --config-file ...`),
+# but its gunicorn master and worker retitle themselves `gunicorn: master [gunicorn]` and
+# `gunicorn: worker [gunicorn]` (gunicorn's setproctitle); left alive, the master keeps
+# serving and systemd restarts nothing, while the health sender it forked stays dead. Not
+# `amphora_agent.vrrp_check`, the check keepalived runs: killing that would fail a VRRP check,
+# which is a different fault.
+AGENT_PATTERN = "amphora[-_]agent( |$)|^gunicorn: (master|worker) \\["
 
 
 @dataclass

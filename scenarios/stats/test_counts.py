@@ -10,6 +10,7 @@ must tell the same story as the heartbeats.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import threading
@@ -50,6 +51,11 @@ RELOAD_TRAFFIC_MAX_S = 60.0
 WAIT_S = 30.0
 # How long to wait for counts that may never come (a loss shows as a total that stays short).
 LOSS_TIMEOUT_S = 10.0
+OCTAVIA_RELOAD_LOSS = (
+    "Octavia's health daemon reports deltas of the current haproxy's counters "
+    "(calculate_stats_deltas, octavia/amphorae/backends/health_daemon/health_daemon.py): a "
+    "reload starts the counters again from 0, so what the old process counted after the last "
+    "heartbeat, and what the new one counted up to the old total, is never reported")
 
 
 @pytest.fixture(scope="module")
@@ -171,26 +177,29 @@ def test_conns_are_the_connections_held_open(
     assert tally.settled()["totconns"] == tally.connections
 
 
+@pytest.mark.agent_xfail(
+    "octavia", reason=f"{OCTAVIA_RELOAD_LOSS} (9 of 21 reported here)")
 def test_no_count_lost_or_doubled_across_reloads(
-    vip: str, tally: ListenerTally, controller: LoadBalancerDriver, amphora: LabAmphora,
+    vip: str, tally: ListenerTally, heartbeats: HeartbeatReceiver, controller: LoadBalancerDriver,
+    amphora: LabAmphora,
 ) -> None:
-    """Each batch is followed at once by a reload, before a heartbeat could report it: the
-    old worker's counts must be carried over, once."""
+    """Each batch starts as a heartbeat arrives and is followed at once by a reload, before
+    the next heartbeat could report it: the old worker's counts must be carried over, once."""
     tally.settled()
     for batch in (7, 5, 9):
+        heartbeats.wait_for(amphora.id, count=1, after=time.time(), timeout=WAIT_S)
         exchanges = send(vip, good_requests(vip, batch))
         assert [e.status for e in exchanges] == [200] * batch
         tally.add(batch)
         amphora.client.lb_action(controller.lb.id, "reload")
-    assert tally.settled()["totconns"] == tally.connections
+    expected = tally.connections
+    reported = tally.settled(timeout=LOSS_TIMEOUT_S)["totconns"]
+    tally.connections = reported  # later tests compare with what was reported from here on
+    assert reported == expected
 
 
 @pytest.mark.agent_xfail(
-    "octavia", reason="Octavia's health daemon reports deltas of the current haproxy's counters "
-    "(calculate_stats_deltas, octavia/amphorae/backends/health_daemon/health_daemon.py): a "
-    "reload starts the counters again from 0, so what the old process counted after the last "
-    "heartbeat, and what the new one counted up to the old total, is never reported "
-    "(581 of 648 reported here)")
+    "octavia", reason=f"{OCTAVIA_RELOAD_LOSS} (581 of 648 reported here)")
 def test_no_count_lost_across_reloads_under_traffic(
     vip: str, tally: ListenerTally, controller: LoadBalancerDriver, amphora: LabAmphora,
 ) -> None:
@@ -231,9 +240,13 @@ def test_no_count_lost_across_an_agent_restart(
     vip: str, lab: Lab, tally: ListenerTally, heartbeats: HeartbeatReceiver, amphora: LabAmphora,
 ) -> None:
     """haproxy keeps serving while the agent is down; the restarted agent reports what it
-    missed and goes on with the sequence."""
+    missed, and its heartbeats are in sequence.
+
+    Whether the sequence goes on from where the killed agent left it is not asked: Octavia's
+    health sender starts again from 0 (SEQ in octavia/amphorae/backends/health_daemon/
+    health_daemon.py) and its health manager never reads seq; ours carries it over
+    (tests/agent/test_heartbeat.py checks that)."""
     tally.settled()
-    last_seq = heartbeats.history(amphora.id).latest().seq
     injector = FaultInjector(lab)
     kill = injector.kill_agent(amphora)
     try:
@@ -241,18 +254,21 @@ def test_no_count_lost_across_an_agent_restart(
         assert [e.status for e in exchanges] == [200] * 10
     finally:
         injector.heal(kill)  # the amphora's init restarts the agent; the heal waits for it
+    answered_again_at = time.time()
     exchanges += send(vip, good_requests(vip, 5))
     tally.add(len(exchanges))
     assert tally.settled()["totconns"] == tally.connections
-    seqs = heartbeats.history(amphora.id).seqs
-    after = seqs[seqs.index(last_seq):]
-    assert all(b > a for a, b in itertools.pairwise(after))
+    # Everything received since the agent answered again comes from the restarted agent.
+    seqs = [hb.seq for hb in heartbeats.history(amphora.id).heartbeats
+            if hb.received_at > answered_again_at]
+    assert len(seqs) >= 3, seqs
+    assert all(b > a for a, b in itertools.pairwise(seqs)), seqs
 
 
-def test_details_and_listeners_agree_with_what_was_pushed(
-    lab: Lab, amphora: LabAmphora, vip: str, members: list[LabMember],
-    controller: LoadBalancerDriver, listener: model.Listener, lb_driver_factory: DriverFactory,
-) -> None:
+@contextlib.contextmanager
+def second_load_balancer(amphora: LabAmphora, vip: str, members: list[LabMember],
+                         lb_driver_factory: DriverFactory) -> Iterator[LoadBalancerDriver]:
+    """A second load balancer on the amphora (one TCP listener), deleted when the block ends."""
     second = model.LoadBalancer(vip_address=vip, listeners=[model.Listener(
         protocol=model.ListenerProtocol.TCP, port=SECOND_LISTENER_PORT, pools=[model.Pool(
             members=[model.Member(address=str(members[0].address),
@@ -260,6 +276,26 @@ def test_details_and_listeners_agree_with_what_was_pushed(
     second_controller = lb_driver_factory(second, [amphora.client])
     second_controller.create()
     try:
+        yield second_controller
+    finally:
+        second_controller.delete()
+
+
+def refuses(vip: str, port: int) -> bool:
+    """Whether a connection to the VIP on port is refused (nothing listens there)."""
+    try:
+        socket.create_connection((vip, port), timeout=3).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_details_and_listeners_agree_with_what_was_pushed(
+    lab: Lab, amphora: LabAmphora, vip: str, members: list[LabMember],
+    listener: model.Listener, lb_driver_factory: DriverFactory,
+) -> None:
+    with second_load_balancer(amphora, vip, members, lb_driver_factory) as second_controller:
+        second = second_controller.lb
         pushed = {listener.id: "HTTP", second.listeners[0].id: "TCP"}
         assert listener_states(amphora) == {uuid: (kind, "ACTIVE") for uuid, kind in pushed.items()}
         details = amphora.client.get_details()
@@ -267,8 +303,27 @@ def test_details_and_listeners_agree_with_what_was_pushed(
         assert details["haproxy_count"] == haproxy_masters(lab, amphora) == 2
 
         amphora.client.lb_action(second.id, "stop")
-        assert listener_states(amphora)[second.listeners[0].id] == ("TCP", "STOPPED")
+        assert refuses(vip, SECOND_LISTENER_PORT)
         assert amphora.client.get_details()["haproxy_count"] == haproxy_masters(lab, amphora) == 1
-    finally:
-        second_controller.delete()
+        # A stopped load balancer's listeners are still listed: its config is there (what
+        # status they get is the next test's).
+        assert {uuid: kind for uuid, (kind, _) in listener_states(amphora).items()} == pushed
     assert set(listener_states(amphora)) == {listener.id}
+
+
+@pytest.mark.agent_xfail(
+    "octavia", reason="Octavia's agent lists every listener of every uploaded haproxy.cfg as "
+    "ACTIVE, running or not (LoadBalancer.get_all_listeners_status, octavia/amphorae/backends/"
+    "agent/api_server/loadbalancer.py: 'will not consult the stats socket'), where its API "
+    "reference (haproxy-amphora-api.rst, Get all listeners' statuses) has STOPPED for a "
+    "stopped one")
+def test_a_stopped_listener_is_reported_stopped(
+    amphora: LabAmphora, vip: str, members: list[LabMember], listener: model.Listener,
+    lb_driver_factory: DriverFactory,
+) -> None:
+    with second_load_balancer(amphora, vip, members, lb_driver_factory) as second_controller:
+        second = second_controller.lb
+        amphora.client.lb_action(second.id, "stop")
+        assert refuses(vip, SECOND_LISTENER_PORT)
+        assert listener_states(amphora) == {listener.id: ("HTTP", "ACTIVE"),
+                                            second.listeners[0].id: ("TCP", "STOPPED")}
