@@ -88,9 +88,11 @@ class Pair:
         output = host.check_output(f"ip netns exec {DATA_PLANE_NAMESPACE} ip -o -4 addr show")
         return f" {self.vip}/32 " in output
 
-    def processes(self, amphora: LabAmphora, name: str) -> set[int]:
-        """The ids of the processes named `name` in the amphora (pgrep -x)."""
-        result = self.lab.provider.exec(amphora.node, ["pgrep", "-x", name])
+    def processes(self, amphora: LabAmphora, name: str, *, full: bool = False) -> set[int]:
+        """The ids of the processes named `name` in the amphora (pgrep -x), or with full, of
+        those whose command line matches the regular expression `name` (pgrep -f)."""
+        argv = ["pgrep", "-f", name] if full else ["pgrep", "-x", name]
+        result = self.lab.provider.exec(amphora.node, argv)
         return {int(pid) for pid in result.output.split()} if result.ok else set()
 
     def carrier(self, seen_client: str) -> LabAmphora | None:

@@ -21,6 +21,7 @@ import pytest
 
 from harness.faults.base import Fault, FaultUnsupported
 from harness.faults.injector import FaultInjector
+from harness.faults.node import AGENT_PATTERN
 from harness.lab.lab import LabAmphora
 from harness.observe.traffic import Outage, Timeline, TimelineRecorder
 from scenarios.failover.pair import (
@@ -414,9 +415,15 @@ def test_agent_killed_in_the_master_costs_nothing(pair: Pair, faults: FaultInjec
     master = pair.wait_settled()
     recorder = record()
     assert wait_for_answers(recorder, master, since=0, timeout=10)
+    killed = pair.processes(master, AGENT_PATTERN, full=True)
+    assert killed, f"no agent process found in {master.name}"
     recorder.mark("kill agent")
     faults.heal(faults.kill_agent(master))  # the heal waits until the agent answers again
     recorder.mark("agent back")
+    # Answered by a new agent: every process the kill was aimed at is gone (an agent that
+    # answers could also be one the kill missed).
+    restarted = pair.processes(master, AGENT_PATTERN, full=True)
+    assert restarted and not restarted & killed, (killed, restarted)
     assert wait_for_answers(recorder, master, since=recorder.now(), timeout=10)
     timeline = recorder.snapshot()
     assert timeline.failures() == [], timeline.outages()
