@@ -144,3 +144,22 @@ def parse_haproxy_config(text: str) -> HaproxyConfig:
                 pools[section.name] = Pool(pool_id, listener_id, members)
     return HaproxyConfig(stats_socket, server_state_file, listeners, pools,
                          tuple(bind_addresses))
+
+
+def httpclient_unreachable(text: str) -> bool:
+    """Whether nothing in a haproxy serving this config can use haproxy's internal HTTP client.
+
+    In haproxy 2.6 only Lua scripts (core.httpclient) and the CLI's `httpclient` command use
+    it, and that command needs expert mode, which only a stats socket of level admin can turn
+    on (the default level is operator; Octavia's template says `level user`). Judged on every
+    word of every line, comments and quotes included, so that no quoting hides a keyword: a
+    config with a word starting with lua- or httpclient (it loads Lua or sets the client up
+    itself) or a stats line naming admin is taken as one that may use the client.
+    """
+    for raw in text.splitlines():
+        words = [word.strip("\"'") for word in raw.split()]
+        if any(word.startswith(("lua-", "httpclient")) for word in words):
+            return False
+        if words and words[0] == "stats" and any("admin" in word for word in words):
+            return False
+    return True

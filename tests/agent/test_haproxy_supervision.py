@@ -193,7 +193,10 @@ def test_workers_run_with_the_user_group_file_group(running_lb):
     assert user_group.read_text() == "global\n    group nogroup\n"
     master = psutil.Process(master_pid(agent, lb.lb_id))
     cmdline = master.cmdline()
-    assert cmdline[-2:] == ["-f", str(user_group)]
+    config = str(agent.base_path / lb.lb_id / "haproxy.cfg")
+    httpclient = str(agent.base_path / lb.lb_id / "haproxy-httpclient.conf")
+    # As Octavia's unit: the config, then the user-group file; then the agent's httpclient file.
+    assert cmdline[-6:] == ["-f", config, "-f", str(user_group), "-f", httpclient]
     workers = master.children()
     assert workers
     nogroup = grp.getgrnam("nogroup").gr_gid

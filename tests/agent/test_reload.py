@@ -203,3 +203,31 @@ def test_check_only_file_is_for_checks_only(agent_factory, lb_config, http_backe
     with pytest.raises(AmphoraAPIError) as caught:
         agent.client.upload_config(lb.lb_id, lb.text + "frontend broken\n    bind :notaport\n")
     assert caught.value.status == 400
+
+
+def test_serving_haproxy_skips_the_ca_store_only_when_its_http_client_is_unreachable(
+        agent_factory, lb_config, http_backend, tmp_path):
+    agent = agent_factory()
+    lb = lb_config(agent, http_backend.port)
+    agent.client.upload_config(lb.lb_id, lb.text)
+    agent.client.start(lb.lb_id)
+    httpclient = agent.base_path / lb.lb_id / "haproxy-httpclient.conf"
+    master = _master(agent, lb.lb_id)
+    assert str(httpclient) in master.cmdline()
+    # Nothing in this config can reach haproxy's HTTP client (no Lua, no admin stats socket).
+    assert httpclient.read_text() == "global\n    httpclient.ssl.verify none\n"
+    # A config that loads Lua (core.httpclient) gets the client as haproxy sets it up: the
+    # master re-executes with the same files, so a reload reads the rewritten one.
+    script = tmp_path / "noop.lua"
+    script.write_text("core.register_service('noop', 'http', function(applet) end)\n")
+    with_lua = lb_config(agent, http_backend.port, lb_id=lb.lb_id, port=lb.port,
+                         extra_global=f"    lua-load {script}\n")
+    agent.client.upload_config(lb.lb_id, with_lua.text)
+    agent.client.reload(lb.lb_id)
+    assert httpclient.read_text() == "global\n"
+    assert _master(agent, lb.lb_id).pid == master.pid
+    assert one_request(lb.port, "/") is None
+    agent.client.upload_config(lb.lb_id, lb.text)
+    agent.client.reload(lb.lb_id)
+    assert httpclient.read_text() == "global\n    httpclient.ssl.verify none\n"
+    assert one_request(lb.port, "/") is None

@@ -1,12 +1,13 @@
 """Pieces of the agent's haproxy handling without a process: systemd's start limit as the
-restarter applies it, and the addresses of `bind` lines the agent announces."""
+restarter applies it, the addresses of `bind` lines the agent announces, and which configs
+leave haproxy's HTTP client unreachable."""
 
 from __future__ import annotations
 
 import time
 
 from amphora_agent.haproxy import START_LIMIT_BURST, START_LIMIT_INTERVAL_S, StartLimit
-from amphora_agent.haproxy_config import parse_haproxy_config
+from amphora_agent.haproxy_config import httpclient_unreachable, parse_haproxy_config
 
 
 def test_systemd_defaults():
@@ -48,3 +49,37 @@ def test_bind_addresses_of_every_form_once_in_order():
         "listen stats\n"
         "    bind 10.0.0.5:8080\n")
     assert config.bind_addresses == ("10.0.0.5", "2001:db8::5", "2001:db8::6", "10.0.0.7")
+
+
+OCTAVIA_LIKE_GLOBAL = """# Configuration for loadbalancer 6f1b
+global
+    daemon
+    user nobody
+    log /run/rsyslog/octavia/log local0
+    maxconn 50000
+    stats socket /var/lib/octavia/6f1b.sock mode 0666 level user
+    server-state-file /var/lib/octavia/6f1b/servers-state
+
+frontend 2a7c
+    bind 10.0.0.5:80
+    http-request deny if { path_beg /admin }
+    default_backend b:2a7c
+"""
+
+
+def test_a_config_without_lua_httpclient_settings_or_admin_socket_cannot_reach_the_client():
+    assert httpclient_unreachable(OCTAVIA_LIKE_GLOBAL)
+    assert httpclient_unreachable("global\n    stats socket /s.sock level operator\n")
+
+
+def test_anything_that_may_use_the_client_keeps_it_as_haproxy_sets_it_up():
+    for line in ("    lua-load /etc/haproxy/x.lua",
+                 "    lua-load-per-thread /x.lua",
+                 "    lua-prepend-path /usr/share/lua/?.lua",
+                 '    "lua-load" /x.lua',
+                 "    httpclient.ssl.ca-file /etc/ssl/ca.pem",
+                 "    httpclient.resolvers.prefer ipv4",
+                 "    stats socket /s.sock mode 600 level admin",
+                 "    stats socket /s.sock level 'admin'",
+                 "#   lua-load /commented/out.lua"):
+        assert not httpclient_unreachable(OCTAVIA_LIKE_GLOBAL + line + "\n"), line
