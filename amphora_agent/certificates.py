@@ -9,15 +9,22 @@ Two kinds of upload:
   other files). Each is accepted when it is what it claims to be.
 
 The error messages are the Amphora API's.
+
+cryptography is imported on the first upload that needs it, not with the agent: its import (its
+Rust bindings and x509 modules) is 15-25 % of the agent's start, which every amphora boot waits
+for, while the first upload pays it once. It is not imported in the background after the
+agent listens either: that would hold the interpreter while the first requests, the
+readiness probe's among them, are answered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+if TYPE_CHECKING:
+    from cryptography import x509
 
 NO_CERTIFICATE = "No certificate found"
 NO_KEY = "No RSA key found"  # the API's wording; EC keys are accepted too
@@ -42,6 +49,8 @@ def _blocks(data: bytes) -> list[tuple[str, bytes]]:
 
 
 def _load_certificates(blocks: list[tuple[str, bytes]]) -> list[x509.Certificate]:
+    from cryptography import x509
+
     certificates = []
     for kind, block in blocks:
         if kind in ("CERTIFICATE", "TRUSTED CERTIFICATE"):
@@ -53,6 +62,8 @@ def _load_certificates(blocks: list[tuple[str, bytes]]) -> list[x509.Certificate
 
 
 def _load_keys(blocks: list[tuple[str, bytes]]) -> list:
+    from cryptography.hazmat.primitives import serialization
+
     keys = []
     for kind, block in blocks:
         if kind.endswith("PRIVATE KEY"):
@@ -65,6 +76,8 @@ def _load_keys(blocks: list[tuple[str, bytes]]) -> list:
 
 
 def _public_der(key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -112,6 +125,8 @@ def validate_lb_file(data: bytes) -> None:
     certificates = _load_certificates(blocks)
     keys = _load_keys(blocks)
     crls = [block for kind, block in blocks if kind == "X509 CRL"]
+    if crls:
+        from cryptography import x509
     for crl in crls:
         try:
             x509.load_pem_x509_crl(crl)

@@ -65,7 +65,11 @@ from harness.octavia_source import OctaviaSource, parse_octavia_source
 from harness.polling import scaled
 
 READY_TIMEOUT_S = 60.0
-READY_POLL_S = 0.25
+# An agent answers within a poll of being up (amphora_ready_s carries half a poll on average);
+# a failed poll is a refused connection, cheap. Whether the node still runs is an engine API
+# call, asked at most every RUNNING_CHECK_S.
+READY_POLL_S = 0.05
+RUNNING_CHECK_S = 0.5
 
 
 @dataclass
@@ -334,12 +338,17 @@ class Lab:
 
     def _wait_until(self, node: Node, check, retried: tuple[type[Exception], ...],
                     timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Retry check until it passes; fail at once if the node stops, with its log."""
+        """Retry check until it passes; fail within RUNNING_CHECK_S if the node stops, with its
+        log."""
+        checked_running = [-RUNNING_CHECK_S]
 
         def attempt() -> None:
-            if not self.provider.is_running(node):
-                raise LabError(f"{node.name} stopped while booting; its log:\n"
-                               f"{_tail(self.provider.logs(node))}")
+            now = time.monotonic()
+            if now - checked_running[0] >= RUNNING_CHECK_S:
+                checked_running[0] = now
+                if not self.provider.is_running(node):
+                    raise LabError(f"{node.name} stopped while booting; its log:\n"
+                                   f"{_tail(self.provider.logs(node))}")
             check()
 
         try:
