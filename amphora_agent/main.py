@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from amphora_agent import netns
+from amphora_agent import details, netns
 from amphora_agent.app import create_app
 from amphora_agent.config import AgentConfig, ConfigError, load_config
 from amphora_agent.desired_state import DESIRED_STATE_FILE, DesiredState
@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amphora-agent: {exc}", file=sys.stderr)
         return 2
 
+    # The package versions /info reports are asked of dpkg once (three dpkg-query runs, cached):
+    # asked now, they are known by the time the agent answers, so its first /info (a
+    # controller's readiness probe) does not wait for them.
+    threading.Thread(target=details.info, args=(config,), name="versions", daemon=True).start()
     try:
         prepare_host(config)
     except (OSError, subprocess.CalledProcessError) as exc:
