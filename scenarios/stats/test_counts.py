@@ -178,7 +178,7 @@ def test_conns_are_the_connections_held_open(
 
 
 @pytest.mark.agent_xfail(
-    "octavia", reason=f"{OCTAVIA_RELOAD_LOSS} (9 of 21 reported here)")
+    "octavia", reason=f"{OCTAVIA_RELOAD_LOSS} (none of 21 reported here)")
 def test_no_count_lost_or_doubled_across_reloads(
     vip: str, tally: ListenerTally, heartbeats: HeartbeatReceiver, controller: LoadBalancerDriver,
     amphora: LabAmphora,
