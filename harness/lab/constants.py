@@ -26,7 +26,10 @@ MEMBER_TLS_PATH = "/etc/member/tls.pem"
 # The MTU of the lab's networks, as a cloud reports it for a port.
 DATA_PLANE_MTU = 1500
 
-# The failover pair's VRRP timers: adverts every second, and a haproxy that fails two checks
-# 2 s apart drops the holder's priority. Master_Down_Interval is then 3 s plus skew (3.65 s at
-# the backup's priority), which bounds a hard-kill outage.
-FAILOVER_VRRP = VrrpGroup(advert_int=1, check_interval=2, check_fall=2, check_rise=2)
+# The failover pair's VRRP timers, Octavia's defaults ([keepalived_vrrp]): adverts every second,
+# and a haproxy that fails two checks 5 s apart drops the holder's priority. Master_Down_Interval
+# is then 3 s plus skew (3.65 s at the backup's priority), which bounds a hard-kill outage. The
+# check interval stays Octavia's: a killed haproxy is started again by the amphora (systemd's
+# Restart=always on Octavia's, the agent on ours), measured at 0.3-1 s idle and up to 2.9 s on a
+# loaded 2-core host, and a shorter interval would let that restart cost the VIP.
+FAILOVER_VRRP = VrrpGroup(advert_int=1, check_interval=5, check_fall=2, check_rise=2)

@@ -35,9 +35,9 @@ from harness.polling import wait_until
 TOPOLOGY = "ACTIVE_STANDBY"
 LB_DEFINITION = Path(__file__).with_name("lb.yaml")
 SITE_NAMES = {"default": "default.failover.test", "site-a": "site-a.failover.test"}
-# Short timers keep the suite fast: adverts every second. The check script runs every 2 s and
-# gives mastership up after 2 failures (Octavia's defaults are 5 s and 2): 1 s would leave the
-# check, a Python process in a busy container, too little time before keepalived times it out.
+# Octavia's default VRRP timers (harness.lab.constants.FAILOVER_VRRP says why the check interval
+# is not shortened): adverts every second, the check script every 5 s, 2 failures give
+# mastership up.
 VRRP = FAILOVER_VRRP
 # How long a backup waits without adverts before it takes over (RFC 3768's Master_Down_Interval:
 # 3 adverts plus a skew that is longest for the lowest priority).
