@@ -63,6 +63,18 @@ def atomic_write(
         os.close(dir_fd)
 
 
+def write_text_if_changed(path: Path, text: str, mode: int = 0o600, *,
+                          durable: bool = True) -> Path:
+    """atomic_write text to path unless path already holds exactly that text (a small file the
+    agent derives and may write on every start or reload: unchanged, it is only read); the
+    path."""
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return path
+    atomic_write(path, text.encode(), mode, durable=durable)
+    return path
+
+
 def remove_stale_temp_files(directory: Path) -> None:
     """Remove the temp files a crash may have left anywhere under directory, one of the agent's
     own (they are never read by anyone)."""

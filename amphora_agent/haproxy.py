@@ -61,7 +61,7 @@ import psutil
 
 from amphora_agent import netns
 from amphora_agent.config import AgentConfig
-from amphora_agent.fsutil import atomic_write
+from amphora_agent.fsutil import atomic_write, write_text_if_changed
 from amphora_agent.haproxy_config import (
     HaproxyConfig,
     httpclient_unreachable,
@@ -147,13 +147,8 @@ def user_group_config(group: str = "nogroup") -> str:
 
 def install_user_group_file(base_path: Path) -> Path:
     """Write {base_path}/haproxy-default-user-group.conf (unchanged if already right)."""
-    path = base_path / USER_GROUP_FILE
-    text = user_group_config(_worker_group())
-    with contextlib.suppress(OSError):
-        if path.read_text() == text:
-            return path
-    atomic_write(path, text.encode(), mode=0o644)
-    return path
+    return write_text_if_changed(base_path / USER_GROUP_FILE, user_group_config(_worker_group()),
+                                 mode=0o644)
 
 
 def _worker_group() -> str:
@@ -440,25 +435,16 @@ class HaproxySupervisor:
     # --- internals --------------------------------------------------------------------------
 
     def _check_only_file(self) -> Path:
-        path = self.check_only_path
-        with contextlib.suppress(OSError):
-            if path.read_text() == CHECK_ONLY_CONFIG:
-                return path
-        atomic_write(path, CHECK_ONLY_CONFIG.encode(), mode=0o644)
-        return path
+        return write_text_if_changed(self.check_only_path, CHECK_ONLY_CONFIG, mode=0o644)
 
     def _httpclient_file(self, lb_id: str) -> Path:
         """The serving haproxy's httpclient file, matching the load balancer's current config
         (module doc)."""
-        path = self.httpclient_path(lb_id)
         text = self.config_path(lb_id).read_text(errors="replace")
         wanted = (HTTPCLIENT_UNREACHABLE_CONFIG if httpclient_unreachable(text)
                   else HTTPCLIENT_DEFAULT_CONFIG)
-        with contextlib.suppress(OSError):
-            if path.read_text() == wanted:
-                return path
-        atomic_write(path, wanted.encode(), mode=0o644, durable=False)
-        return path
+        return write_text_if_changed(self.httpclient_path(lb_id), wanted, mode=0o644,
+                                     durable=False)
 
     def _wait_ready(self, lb_id: str, master: psutil.Process, mark: int, timeout: float,
                     action: str) -> None:
