@@ -124,6 +124,8 @@ def _sigusr2_blocked(pid: int) -> bool:
 
 def _master_ready(pid: int) -> bool:
     """The master is back in its loop: it takes SIGUSR2 again (checked within a grace)."""
+    # Not harness.polling.poll_until: the grace is how far after the answer readiness may lag,
+    # the thing measured, so it must not grow with the timeout factor.
     deadline = time.monotonic() + UNBLOCK_GRACE_S
     while _sigusr2_blocked(pid):
         if time.monotonic() > deadline:
