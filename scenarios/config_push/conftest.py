@@ -17,6 +17,7 @@ from harness.drivers.factory import DriverFactory
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model.loadbalancer import LoadBalancer
 from harness.model.yaml_loader import lb_fixture, load_lb
+from harness.polling import poll_until
 from harness.pytest_plugin import LabShape
 
 # Bounds of the polls that wait for a push to take effect on the data plane.
@@ -108,6 +109,16 @@ def who_answers(http: requests.Session, member_names: dict[str, str]):
         return answers
 
     return answers_to
+
+
+@pytest.fixture
+def settled() -> Callable[[Callable[[], bool]], bool]:
+    """settled(condition): poll condition (bounded, as long as `until`) until it holds; whether
+    it did. A push is answered 202, Accepted, and takes effect a moment later: Octavia's agent
+    answers a reload once systemd has signalled haproxy, while the old worker still takes
+    connections."""
+    return lambda condition: poll_until(condition, SETTLE_ATTEMPTS * SETTLE_INTERVAL_S,
+                                        SETTLE_INTERVAL_S)
 
 
 @pytest.fixture

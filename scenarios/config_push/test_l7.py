@@ -50,7 +50,7 @@ def test_policies_route_as_defined(l7_lb, http, vip, member_names):
 
 def test_inserted_headers_arrive_at_members(l7_lb, http, vip, lab: Lab):
     answer = http.get(f"http://{vip}/", timeout=5).json()
-    assert answer["forwarded_for"] == str(lab.gateway("vip"))
+    assert answer["forwarded_for"] == str(lab.traffic_source())
     assert answer["forwarded_port"] == "80"
     assert answer["forwarded_proto"] == "http"
 
@@ -61,7 +61,7 @@ def test_inserted_headers_arrive_at_members(l7_lb, http, vip, lab: Lab):
     "counterpart of; its haproxy.cfg carries none, and only an SR-IOV VIP is filtered on the "
     "amphora (scenarios/failover/test_sriov_vip.py checks that with either driver)")
 def test_a_client_outside_the_allowed_cidrs_is_refused(l7_lb, http, vip, lab: Lab, vip_client,
-                                                      member_names, until, vip_url):
+                                                      member_names, until, settled, vip_url):
     client_address = vip_client.spec.address
     l7_lb.lb.listeners[0].allowed_cidrs = [f"{client_address}/32"]
     l7_lb.update()
@@ -73,6 +73,7 @@ def test_a_client_outside_the_allowed_cidrs_is_refused(l7_lb, http, vip, lab: La
             return True
         return False
 
+    assert settled(host_refused)
     assert all(host_refused() for _ in range(3))
     output = lab.provider.exec(vip_client, ["python3", "-c", CLIENT_GET, f"http://{vip}/"])
     assert output.ok, output.output

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from harness.amphora_api.client import AmphoraAPIError
 from harness.faults.injector import FaultInjector
+from harness.lab import reach
 from harness.model.loadbalancer import (
     Algorithm,
     HealthMonitor,
@@ -24,7 +25,6 @@ from harness.model.loadbalancer import (
 )
 from harness.observe.traffic import TimelineRecorder
 from harness.paths import FIXTURES_DIR
-from harness.polling import poll_until
 
 INVALID_CONFIGS = sorted((FIXTURES_DIR / "haproxy" / "invalid").glob("*.cfg"))
 PUSHES_UNDER_LOAD = 20
@@ -34,24 +34,19 @@ DEAD_PORT = 1  # nothing listens there on a member
 # loadbalancer.py: haproxy.cfg.new renamed to haproxy.cfg.new-failed); it is never loaded, and
 # goes with the load balancer's directory on delete. Ours keeps none.
 REFUSED_COPY = "haproxy.cfg.new-failed"
-# How long a push may take to show on a TCP listener (as long as conftest's `until` polls).
-PUSH_EFFECT_TIMEOUT_S = 10.0
-PUSH_EFFECT_POLL_S = 0.25
 
 
 def tcp_member(vip: str, port: int) -> str:
     """Connect to a TCP listener; the member's first line says who it is."""
-    with socket.create_connection((vip, port), timeout=5) as sock:
+    with reach.connect(vip, port, timeout=5) as sock:
         line = sock.makefile("r").readline()
     return json.loads(line)["member"]
 
 
 def tcp_members_until(vip: str, port: int, member_names: dict[str, str], expected: set[str],
-                      count: int = 6) -> None:
-    """Poll (bounded) until `count` new connections to a TCP listener reach exactly the members
-    `expected`, then check that it holds for twice as many. A push is answered 202, Accepted:
-    it takes effect a moment later (Octavia's agent answers a reload once systemd has signalled
-    haproxy, while the old worker still takes connections)."""
+                      settled: Callable, count: int = 6) -> None:
+    """Poll (settled) until `count` new connections to a TCP listener reach exactly the members
+    `expected`, then check that it holds for twice as many."""
     seen: set[str] = set()
 
     def reached() -> bool:
@@ -62,13 +57,13 @@ def tcp_members_until(vip: str, port: int, member_names: dict[str, str], expecte
             return False
         return seen == expected
 
-    assert poll_until(reached, PUSH_EFFECT_TIMEOUT_S, PUSH_EFFECT_POLL_S), seen
+    assert settled(reached), seen
     assert {member_names[tcp_member(vip, port)] for _ in range(2 * count)} == expected
 
 
 def connection_refused(vip: str, port: int) -> bool:
     try:
-        socket.create_connection((vip, port), timeout=3).close()
+        reach.connect(vip, port, timeout=3).close()
     except ConnectionRefusedError:
         return True
     return False
@@ -174,8 +169,8 @@ def test_add_remove_drain_reweigh_and_switch_algorithm(load, deploy, vip_url, un
     until(url, lambda a: len(a) == 1)
 
 
-def test_a_new_listener_serves_after_the_push(load, deploy, vip, vip_url, until, addresses,
-                                              member_names):
+def test_a_new_listener_serves_after_the_push(load, deploy, vip, vip_url, until, settled,
+                                              addresses, member_names):
     lb = load("http")
     controller = deploy(lb)
     until(vip_url(80), lambda a: len(a) == 3)
@@ -185,7 +180,7 @@ def test_a_new_listener_serves_after_the_push(load, deploy, vip, vip_url, until,
     lb.listeners.append(Listener(protocol=ListenerProtocol.TCP, port=9000, pools=[pool],
                                  default_pool_id=pool.id))
     controller.update()
-    tcp_members_until(vip, 9000, member_names, {"m2"})
+    tcp_members_until(vip, 9000, member_names, {"m2"}, settled)
     until(vip_url(80), lambda a: len(a) == 3)
 
 
@@ -278,14 +273,14 @@ def test_load_balancers_survive_an_agent_restart(load, deploy, lab, amphora, vip
 
 
 def test_load_balancers_on_one_amphora_are_independent(load, deploy, vip, vip_url, until,
-                                                       member_names):
+                                                       settled, member_names):
     http_lb, tcp_lb = load("http"), load("tcp")
     http_controller, tcp_controller = deploy(http_lb), deploy(tcp_lb)
     until(vip_url(80), lambda a: len(a) == 3)
 
     tcp_lb.listeners[0].pools[0].members.pop()  # only m1 left behind the TCP listener
     tcp_controller.update()
-    tcp_members_until(vip, 9000, member_names, {"m1"})
+    tcp_members_until(vip, 9000, member_names, {"m1"}, settled)
     until(vip_url(80), lambda a: len(a) == 3)
 
     http_controller.delete()
