@@ -9,6 +9,7 @@
     amphora-harness merge RUN_DIR...     the shards' reports joined into one table
     amphora-harness bench [--quick]      performance metrics into results/bench/
     amphora-harness gc                   remove what runs that are gone left behind
+    amphora-harness engine up|down NAME  a second Docker Engine in its own netns (prints its URL)
 
 --provider, --docker-host, --results-dir and --timeout-factor go before or after the command
 (the provider's default: $AMPHORA_HARNESS_PROVIDER, else docker). Errors print as one readable
@@ -25,7 +26,18 @@ import sys
 import traceback
 from datetime import UTC, datetime
 
-from harness.cli import bench, conformance, console, faults, images, lab, merge, push, suites
+from harness.cli import (
+    bench,
+    conformance,
+    console,
+    engine,
+    faults,
+    images,
+    lab,
+    merge,
+    push,
+    suites,
+)
 from harness.cli.arguments import fill_defaults, shared_options
 from harness.cli.console import CONSOLE, CommandError
 from harness.cli.signals import Terminated, sigterm_exits_through_finally
@@ -33,7 +45,7 @@ from harness.distribution import package_version
 
 DEBUG_ENV = "AMPHORA_HARNESS_DEBUG"
 # Each registers its commands; this order is the order of `--help`.
-COMMAND_GROUPS = (images, lab, push, faults, suites, conformance, merge, bench)
+COMMAND_GROUPS = (images, lab, push, faults, suites, conformance, merge, bench, engine)
 
 
 def build_parser() -> argparse.ArgumentParser:

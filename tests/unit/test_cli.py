@@ -83,6 +83,7 @@ EVERY_COMMAND = {
     "logs": ["logs", "0"], "down": ["down"], "gc": ["gc"], "push": ["push", "http"],
     "traffic": ["traffic"], "fault": ["fault", "kill"], "heal": ["heal"], "run": ["run"],
     "merge": ["merge", "results/run/x"], "bench": ["bench"], "conformance": ["conformance"],
+    "engine": ["engine", "down", "r1"],
 }
 
 
