@@ -63,9 +63,13 @@ from harness.amphora_api.client import AmphoraClient
 from harness.faults.injector import FaultInjector
 from harness.lab.attach import AttachedLab
 from harness.lab.cleanup import collect_leftovers
+from harness.lab.errors import LabError
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Node, Provider, ProviderError
+from harness.lab.providers.docker_testinfra import (
+    register_backend as register_docker_api_backend,
+)
 from harness.lab.providers.netns_testinfra import register_backend as register_netns_backend
 from harness.lab.standing_state import StandingLabError, load_record
 from harness.observe.bundle import bundle_name, collect_bundle, lab_summary
@@ -139,8 +143,10 @@ def pytest_configure(config: pytest.Config) -> None:
                                  else default_results_dir(config.invocation_params.dir))
     config.stash[LIVE_LABS] = []
     _terminate_like_ctrl_c(config)
-    # amphora_host (and the suites' own testinfra hosts) ask for netns://<node> on netns labs.
+    # amphora_host (and the suites' own testinfra hosts) ask for netns://<node> on netns labs,
+    # docker-api://<container> on docker ones.
     register_netns_backend()
+    register_docker_api_backend()
 
 
 def _terminate_like_ctrl_c(config: pytest.Config) -> None:
@@ -404,5 +410,9 @@ def faults(lab: Lab) -> Iterator[FaultInjector]:
 
 @pytest.fixture(scope="module")
 def heartbeats(lab: Lab) -> Iterator[HeartbeatReceiver]:
+    if lab.relay is not None:
+        raise LabError(f"lab {lab.id} is reached through its engine (--docker-host elsewhere): "
+                       "the heartbeat receiver listens on this host's side of lb-mgmt, which such "
+                       "a lab has not got")
     with HeartbeatReceiver(secrets.token_hex(16), host=str(lab.gateway("lb-mgmt"))) as receiver:
         yield receiver

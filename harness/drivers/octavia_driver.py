@@ -46,6 +46,7 @@ from harness.drivers.octavia_model import (
     subnet_json,
 )
 from harness.drivers.octavia_process import OctaviaProbe
+from harness.lab import reach
 from harness.model.loadbalancer import (
     Certificate,
     LoadBalancer,
@@ -147,6 +148,7 @@ class OctaviaLoadBalancerDriver:
         self._credentials = credentials
         self._limits = limits
         self._vip_subnet: VipSubnet | None = None
+        self._forwarders: list[reach.Forwarder] = []
         # Octavia's database would not delete a deleted load balancer again.
         self._deleted = False
         self._amphorae = [self._amphora(client, paths_for(paths, client.amphora_id),
@@ -244,6 +246,8 @@ class OctaviaLoadBalancerDriver:
 
     def close(self) -> None:
         self.probe.forget(self.lb.id)
+        for forwarder in self._forwarders:
+            forwarder.close()
 
     def call(self, method: str, amphora_id: str | None = None, **args) -> object:
         """One of the probe's driver methods by name (octavia_probe.Probe.call), on the current
@@ -275,6 +279,12 @@ class OctaviaLoadBalancerDriver:
     def _amphora(self, client: AmphoraClient, paths: AmphoraPaths, *, index: int = 0,
                  role=None) -> _Amphora:
         host, port = _address(client)
+        if reach.relay_for(host) is not None:
+            # A lab reached through its engine: Octavia's driver, in a process of its own,
+            # gets a port on this host's loopback that leads there.
+            forwarder = reach.Forwarder(host, port)
+            self._forwarders.append(forwarder)
+            host, port = forwarder.address, forwarder.port
         access = AmphoraAccess(api_port=port, paths=paths,
                                client_cert=str(self._credentials.client_pem),
                                server_ca=str(self._credentials.ca),

@@ -14,7 +14,7 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 from pathlib import Path
 
 import requests
@@ -22,7 +22,7 @@ import tenacity
 
 from harness.amphora_api.client import AmphoraAPIError, AmphoraClient
 from harness.amphora_api.pki import LabPKI
-from harness.lab import cleanup
+from harness.lab import cleanup, reach
 from harness.lab.addressing import (
     LAB_ADDRESS_SPACE,
     MAX_LABS,
@@ -142,6 +142,7 @@ class Lab:
         self._nodes_per_network = dict.fromkeys(NETWORK_ROLES, 0)
         self._vips = 0
         self._is_down = False
+        self.relay: reach.Relay | None = None  # set when the lab is reached through its engine
         self.workdir = cleanup.make_workdir(self.id)
         self.pki = LabPKI(self.workdir / "pki")
 
@@ -173,6 +174,9 @@ class Lab:
         finally:
             for amphora in self.amphorae:
                 amphora.client.close()
+            if self.relay is not None:
+                for network in self._address_blocks():
+                    reach.unroute(network)
             if not self.keep:
                 self.provider.teardown(self.id)
                 remove_lab_tables(self.id)  # link faults a failed run left on the host
@@ -197,21 +201,36 @@ class Lab:
                 self.provider.teardown(self.id)
                 continue
             self.index = index
-            self._check_reachable()
+            self._reach_from_here()
             return
         raise LabError(f"no free address block for a lab in {LAB_ADDRESS_SPACE}")
 
-    def _check_reachable(self) -> None:
-        """The harness reaches a lab from this host through the bridges' gateway addresses
-        (agent API, traffic, probes, heartbeats). An engine on another machine, or in another
-        network namespace, puts them where this host holds no address: refuse such a lab
-        plainly instead of timing out on every request to it."""
-        if self.index not in lab_indexes_on_host():
-            raise LabError(
-                f"the {self.provider.name} provider made this lab's networks where this host "
-                f"has no address (not {self.gateway('lb-mgmt')}): a Docker Engine on another "
-                "machine or network namespace. Labs on such engines are not supported yet: the "
-                "agent client, traffic and the heartbeat receiver reach a lab from this host")
+    def _reach_from_here(self) -> None:
+        """The harness reaches a lab through the bridges' gateway addresses when this host holds
+        them. An engine on another machine, or in another network namespace, puts them where
+        this host has no address: then a gateway node on all three networks opens the
+        harness's connections from inside the lab, through the engine's API (harness.lab.reach)."""
+        if self.index in lab_indexes_on_host():
+            return
+        spec = self._node_spec(
+            "gateway", "lb-mgmt", self._node_address("lb-mgmt"),
+            name=f"amphora-harness-{self.id}-gateway", hostname="gateway",
+            image=self._image("member"), command=("--id", "gateway"),
+        )
+        node = self.provider.boot(spec, keep=self.keep)
+        ports = {role: self.provider.attach_port(node, self.networks[role])
+                 for role in ("vip", "member")}
+        self.relay = reach.Relay(lambda argv: self.provider.open_stream(node, argv),
+                                 source=ports["vip"].ip_address)
+        for network in self._address_blocks():
+            reach.route(network, self.relay)
+
+    def _address_blocks(self) -> list[IPv4Network]:
+        return list(collapse_addresses(self.plan(role).subnet for role in NETWORK_ROLES))
+
+    def traffic_source(self) -> IPv4Address:
+        """The address the harness's traffic to the VIP comes from, as members see it."""
+        return self.relay.source if self.relay is not None else self.gateway("vip")
 
     def _save_logs(self) -> None:
         if self.results_dir is None:

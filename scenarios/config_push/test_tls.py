@@ -4,7 +4,6 @@ removes the old file, and deleting the load balancer removes its certificates.""
 
 from __future__ import annotations
 
-import socket
 import ssl
 
 import pytest
@@ -13,6 +12,7 @@ import requests
 from harness.amphora_api.client import AmphoraAPIError
 from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.base import LoadBalancerDriver, StoredFile
+from harness.lab import reach
 from harness.model.loadbalancer import Certificate
 
 HOSTS = {"default": "www.example.com", "site-a": "a.example.com", "site-b": "b.example.com"}
@@ -31,7 +31,7 @@ def served_certificate(vip: str, server_name: str, ca: CertificateAuthority) -> 
     """The DER certificate the listener presents for server_name (chain checked, name not)."""
     context = ssl.create_default_context(cadata=ca.cert_pem.decode())
     context.check_hostname = False
-    with socket.create_connection((vip, 443), timeout=5) as raw, \
+    with reach.connect(vip, 443, timeout=5) as raw, \
             context.wrap_socket(raw, server_hostname=server_name) as tls:
         return tls.getpeercert(binary_form=True)
 

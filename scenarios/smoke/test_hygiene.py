@@ -18,11 +18,12 @@ from harness.lab.providers.base import Provider
 
 EXIT_TIMEOUT_S = 60
 # A process that brings up a lab with one member, prints the lab id and waits to be signalled.
+# argv: the provider, and the Docker Engine's URL ("" for the environment's).
 OWNER_SCRIPT = """
 import sys, time
 from harness.lab.lab import Lab
 from harness.lab.providers import make_provider
-lab = Lab(make_provider(sys.argv[1])).up()
+lab = Lab(make_provider(sys.argv[1], docker_host=sys.argv[2] or None)).up()
 lab.add_members(1)
 print(lab.id, flush=True)
 time.sleep(300)
@@ -57,14 +58,16 @@ def test_down_removes_every_node_and_network(lab_factory: Callable[[], Lab],
 
 
 @pytest.fixture
-def owner_process(request: pytest.FixtureRequest, lab_provider: Provider):
+def owner_process(request: pytest.FixtureRequest, lab_provider: Provider,
+                  docker_host: str | None):
     """Start OWNER_SCRIPT; yields (process, lab id). Whatever the test leaves is removed, also
     when the session is cancelled while the owner is still bringing its lab up: its id is then
     unknown here (the owner had not printed it) and a SIGTERM that came before the owner
     registered its lab for teardown leaves the lab behind, so once the owner is gone the labs of
     dead owners are collected, as gc would."""
     process = subprocess.Popen(
-        [sys.executable, "-c", OWNER_SCRIPT, request.config.getoption("--provider")],
+        [sys.executable, "-c", OWNER_SCRIPT, request.config.getoption("--provider"),
+         docker_host or ""],
         stdout=subprocess.PIPE, text=True, preexec_fn=default_signal_dispositions,
     )
     lab_id = ""

@@ -84,7 +84,7 @@ def test_traffic_through_the_vip_reaches_both_members(
     member_port_ips = {str(p.ip_address) for p in amphora.ports
                        if p.network.spec.role == "member"}
     assert {a["client"] for a in answers} == member_port_ips
-    assert {a["forwarded_for"] for a in answers} == {str(lab.gateway("vip"))}
+    assert {a["forwarded_for"] for a in answers} == {str(lab.traffic_source())}
 
 
 def test_member_status_knob_passes_through(http: requests.Session, vip_url: str) -> None:

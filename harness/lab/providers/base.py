@@ -20,7 +20,7 @@ import abc
 import os
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import psutil
 
@@ -181,6 +181,14 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def exec(self, node: Node, argv: list[str]) -> ExecResult:
         """Run argv inside the node (its default namespace) and wait for it."""
+
+    def open_stream(self, node: Node, argv: list[str]) -> Any:
+        """Start argv inside the node with its stdin, stdout and stderr attached to the returned
+        socket (Docker's multiplexed exec stream): how the harness reaches a lab that only the
+        engine's API leads to (harness.lab.reach). Providers whose labs are always on this host
+        have no need for it."""
+        raise ProviderError(f"the {self.name} provider cannot relay connections into a lab; "
+                            "its labs must be reachable from this host")
 
     @abc.abstractmethod
     def logs(self, node: Node) -> str:

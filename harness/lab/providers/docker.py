@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -46,6 +46,7 @@ from harness.lab.providers.base import (
     ProviderError,
     owner_token,
 )
+from harness.lab.providers.docker_testinfra import DockerApiBackend, remember_engine
 from harness.octavia_source import OctaviaSource
 
 T = TypeVar("T")
@@ -253,6 +254,11 @@ class DockerProvider(Provider):
             exit_code, output = self._container(node).exec_run(argv)
         return ExecResult(exit_code, output.decode(errors="replace"))
 
+    def open_stream(self, node: Node, argv: list[str]) -> Any:
+        with _engine(f"attaching to {argv[0]} in {node.name}"):
+            started = self.client.api.exec_create(node.handle, argv, stdin=True)
+            return self.client.api.exec_start(started["Id"], socket=True)
+
     def logs(self, node: Node) -> str:
         with _engine(f"reading the log of {node.name}"):
             container = self._container(node)
@@ -265,10 +271,12 @@ class DockerProvider(Provider):
         return self._container(node).status == "running"
 
     def testinfra_backend(self, node: Node) -> str:
-        return f"docker://{node.handle}"
+        remember_engine(node.handle, self.client)
+        return f"{DockerApiBackend.NAME}://{node.handle}"
 
     def interactive_argv(self, node: Node, argv: list[str]) -> list[str]:
-        return ["docker", "exec", "-it", node.handle, *argv]
+        engine = ["--host", self.docker_host] if self.docker_host else []
+        return ["docker", *engine, "exec", "-it", node.handle, *argv]
 
     # engine-level faults
 

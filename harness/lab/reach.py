@@ -1,0 +1,226 @@
+"""How the harness reaches addresses inside a lab.
+
+A lab on this host's Docker Engine (or in network namespaces here) has its bridges' gateway
+addresses on this host, and the harness connects straight to its nodes. A lab on an engine
+elsewhere (another machine, or a network namespace of its own) is reached only through that
+engine's API: a relay process in a lab node (the lab's gateway node, on all three networks) opens
+each TCP connection from inside the lab, and its standard input and output, attached through the
+API's exec stream, carry the bytes. `route(network, relay)` sends every connection to addresses
+in network that way; `connect` and every HTTP client of this process (requests, through urllib3)
+then follow the routes, so the agent client, probes and fixtures need not know where a lab is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address, IPv4Network, ip_address
+from typing import Protocol
+
+import urllib3.util.connection
+from docker.utils.socket import STDERR, STDOUT, frames_iter
+
+# Runs in the gateway node (python3 of the member image): connect to argv[1]:argv[2] within
+# argv[3] seconds, say so with one b"+" on stdout (or "<errno> <reason>" on stderr and exit 1),
+# then copy stdin to the connection and the connection to stdout. EOF on stdin half-closes the
+# connection, so a client's shutdown reaches the server as it would over TCP.
+RELAY_PROGRAM = """
+import os, socket, sys, threading
+try:
+    peer = socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3]))
+except OSError as exc:
+    sys.stderr.write(f"{exc.errno or 110} {exc.strerror or exc}")
+    sys.exit(1)
+peer.settimeout(None)
+out = sys.stdout.buffer
+out.write(b"+")
+out.flush()
+def upstream():
+    while data := os.read(0, 65536):
+        peer.sendall(data)
+    peer.shutdown(socket.SHUT_WR)
+threading.Thread(target=upstream, daemon=True).start()
+while data := peer.recv(65536):
+    out.write(data)
+    out.flush()
+"""
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+CHUNK = 65536
+
+
+class ExecStream(Protocol):
+    """What an engine's attached exec gives: the socket-like object docker-py returns."""
+
+    def fileno(self) -> int: ...
+
+
+class Relay:
+    """Opens connections from inside a lab by running RELAY_PROGRAM through open_stream, which
+    starts argv in the gateway node and returns its attached, multiplexed exec stream."""
+
+    def __init__(self, open_stream: Callable[[list[str]], ExecStream], source: IPv4Address):
+        self._open_stream = open_stream
+        self.source = source  # the gateway node's VIP-network address: what members see
+
+    def connect(self, address: str, port: int, timeout: float | None = None) -> socket.socket:
+        """A connected socket to address:port, opened in the lab. Raises OSError as a direct
+        connect would (ConnectionRefusedError, TimeoutError, ...)."""
+        limit = timeout if isinstance(timeout, int | float) else DEFAULT_CONNECT_TIMEOUT_S
+        stream = self._open_stream(["python3", "-c", RELAY_PROGRAM, address, str(port),
+                                    str(limit)])
+        frames = frames_iter(stream, tty=False)
+        kind, data = next(frames, (STDERR, b"110 the relay ended without a word"))
+        if kind != STDOUT or not data.startswith(b"+"):
+            _close(stream)
+            raise _connect_error(data, f"{address}:{port}")
+        local, inner = socket.socketpair()
+        if len(data) > 1:
+            inner.sendall(data[1:])
+        threading.Thread(target=_pump, args=(frames, inner, stream), daemon=True,
+                         name=f"relay to {address}:{port}").start()
+        local.settimeout(timeout if isinstance(timeout, int | float) else None)
+        return local
+
+
+def _connect_error(text: bytes, target: str) -> OSError:
+    code, _, reason = text.decode(errors="replace").partition(" ")
+    number = int(code) if code.isdigit() else errno.EHOSTUNREACH
+    # OSError(errno, ...) is built as its subclass: ConnectionRefusedError, TimeoutError, ...
+    return OSError(number, f"{reason or 'no connection'} (to {target}, through the lab's relay)")
+
+
+def _raw(stream: ExecStream):
+    """The socket under docker-py's SocketIO wrapper (unix, tcp), or the object itself."""
+    return getattr(stream, "_sock", stream)
+
+
+def _close(stream: ExecStream) -> None:
+    with contextlib.suppress(OSError):
+        _raw(stream).close()
+
+
+def _pump(frames: Iterator[tuple[int, bytes]], inner: socket.socket,
+          stream: ExecStream) -> None:
+    """Both ways until both ended, then let go of our end of the pair and of the stream."""
+    back = threading.Thread(target=_downstream, args=(frames, inner), daemon=True)
+    back.start()
+    _upstream(inner, stream)
+    back.join()
+    inner.close()
+    _close(stream)
+
+
+def _downstream(frames: Iterator[tuple[int, bytes]], inner: socket.socket) -> None:
+    """The relay's stdout into our end of the pair; its stderr after connecting means the
+    connection broke (a reset), which the caller sees as the pair closing."""
+    with contextlib.suppress(OSError):
+        for kind, data in frames:
+            if kind != STDOUT:
+                break
+            inner.sendall(data)
+    with contextlib.suppress(OSError):
+        inner.shutdown(socket.SHUT_WR)
+
+
+def _upstream(inner: socket.socket, stream: ExecStream) -> None:
+    """Our end of the pair into the relay's stdin; EOF closes its stdin (a half-close)."""
+    raw = _raw(stream)
+    with contextlib.suppress(OSError):
+        while data := inner.recv(CHUNK):
+            raw.sendall(data)
+        raw.shutdown(socket.SHUT_WR)
+
+
+_routes: dict[IPv4Network, Relay] = {}
+_routes_lock = threading.Lock()
+_direct_create_connection = urllib3.util.connection.create_connection
+
+
+def route(network: IPv4Network, relay: Relay) -> None:
+    """Open every later connection to an address in network through relay."""
+    with _routes_lock:
+        _routes[network] = relay
+        # Every HTTP client here (requests and so the agent client, probes, fixtures) connects
+        # through urllib3's create_connection: routing there reaches them all.
+        urllib3.util.connection.create_connection = _routed_create_connection
+
+
+def unroute(network: IPv4Network) -> None:
+    with _routes_lock:
+        _routes.pop(network, None)
+
+
+def relay_for(address: str) -> Relay | None:
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return None  # a host name: never a lab address
+    with _routes_lock:
+        return next((r for n, r in _routes.items() if parsed in n), None)
+
+
+def connect(address: str, port: int, timeout: float | None = None) -> socket.socket:
+    """A TCP connection to a lab address (or any other), through its lab's relay if it has one."""
+    relay = relay_for(address)
+    if relay is None:
+        return socket.create_connection((address, port), timeout)
+    return relay.connect(address, port, timeout)
+
+
+def _routed_create_connection(address, timeout=urllib3.util.connection._DEFAULT_TIMEOUT,
+                              source_address=None, socket_options=None) -> socket.socket:
+    host, port = address
+    relay = relay_for(host.strip("[]"))
+    if relay is None:
+        return _direct_create_connection(address, timeout, source_address, socket_options)
+    # socket_options are TCP ones (TCP_NODELAY): the relay's own TCP socket is what they mean.
+    return relay.connect(host, port, timeout)
+
+
+class Forwarder:
+    """A port on this host's loopback whose connections go on to target through connect (and
+    so through the target's lab relay): for another process, which cannot follow this process's
+    routes (Octavia's driver, in its own virtualenv). close() stops it."""
+
+    def __init__(self, address: str, port: int) -> None:
+        self.target = (address, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address, self.port = self._listener.getsockname()[:2]
+        threading.Thread(target=self._accept, daemon=True,
+                         name=f"forward :{self.port} to {address}:{port}").start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                client, _ = self._listener.accept()
+                threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            inner = connect(*self.target, timeout=DEFAULT_CONNECT_TIMEOUT_S)
+        except OSError:
+            client.close()  # the caller sees the refusal as a closed connection
+            return
+        inner.settimeout(None)
+        back = threading.Thread(target=_copy, args=(inner, client), daemon=True)
+        back.start()
+        _copy(client, inner)
+        back.join()
+        inner.close()
+        client.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+
+
+def _copy(source: socket.socket, sink: socket.socket) -> None:
+    """source into sink until EOF, then half-close sink (the other way may still be busy)."""
+    with contextlib.suppress(OSError):
+        while data := source.recv(CHUNK):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)

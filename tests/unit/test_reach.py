@@ -1,0 +1,118 @@
+"""harness.lab.reach: the relay that opens a lab's connections from inside it, run here as a
+local process behind a stand-in for Docker's multiplexed exec stream, against local servers."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+import requests
+
+from harness.lab import reach
+
+STDOUT, STDERR = 1, 2
+
+
+def _frames(pipe, kind: int, sink: socket.socket, lock: threading.Lock) -> None:
+    while data := pipe.read1(65536):
+        with lock:
+            sink.sendall(struct.pack(">BxxxL", kind, len(data)) + data)
+
+
+def local_stream(argv: list[str]) -> socket.socket:
+    """argv run here, its output framed as Docker frames an exec's attached stream; stdin fed
+    from the stream (EOF on half-close), as the engine does."""
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen([sys.executable, *argv[1:]], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lock = threading.Lock()
+    outputs = [threading.Thread(target=_frames, args=(pipe, kind, theirs, lock), daemon=True)
+               for pipe, kind in ((process.stdout, STDOUT), (process.stderr, STDERR))]
+
+    def feed() -> None:
+        while data := theirs.recv(65536):
+            process.stdin.write(data)
+            process.stdin.flush()
+        process.stdin.close()
+
+    def finish() -> None:
+        for thread in outputs:
+            thread.join()
+        process.wait()
+        theirs.shutdown(socket.SHUT_WR)
+
+    for thread in [*outputs, threading.Thread(target=feed, daemon=True),
+                   threading.Thread(target=finish, daemon=True)]:
+        thread.start()
+    return ours
+
+
+@pytest.fixture
+def relayed_loopback():
+    network = IPv4Network("127.0.0.0/8")
+    reach.route(network, reach.Relay(local_stream, source=IPv4Address("127.0.0.1")))
+    yield
+    reach.unroute(network)
+
+
+def echo_server() -> tuple[socket.socket, int]:
+    """A server that sends back what it got, then closes when the client half-closes."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        with connection:
+            received = b""
+            while data := connection.recv(65536):
+                received += data
+            connection.sendall(received.upper())
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+def test_bytes_and_a_half_close_pass_both_ways(relayed_loopback):
+    server, port = echo_server()
+    with server, reach.connect("127.0.0.1", port, timeout=10) as connection:
+        assert connection.family == socket.AF_UNIX  # it went through the relay
+        connection.sendall(b"x" * 200_000)
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while data := connection.recv(65536):
+            answer += data
+    assert answer == b"X" * 200_000
+
+
+def test_a_refused_connection_is_refused_here(relayed_loopback):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError, match="through the lab's relay"):
+        reach.connect("127.0.0.1", port, timeout=5)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+
+
+def test_http_clients_follow_the_route_and_the_forwarder_leads_there(relayed_loopback):
+    server, port = echo_server()
+    forwarder = reach.Forwarder("127.0.0.1", port)
+    try:
+        # The forwarder's own connection goes through the relay; a client of it sees the server.
+        with server, socket.create_connection((forwarder.address, forwarder.port), 5) as client:
+            client.sendall(b"hello")
+            client.shutdown(socket.SHUT_WR)
+            assert client.makefile("rb").read() == b"HELLO"
+    finally:
+        forwarder.close()
+
+
+def test_addresses_outside_the_routes_are_reached_directly():
+    assert reach.relay_for("127.0.0.1") is None
+    assert reach.relay_for("localhost") is None
+    server, port = echo_server()
+    with server, reach.connect("127.0.0.1", port, timeout=5) as connection:
+        assert connection.family == socket.AF_INET
