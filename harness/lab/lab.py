@@ -210,7 +210,7 @@ class Lab:
         them. An engine on another machine, or in another network namespace, puts them where
         this host has no address: then a gateway node on all three networks opens the
         harness's connections from inside the lab, through the engine's API (harness.lab.reach)."""
-        if self.index in lab_indexes_on_host():
+        if self.provider.on_this_host(self.networks["lb-mgmt"]):
             return
         spec = self._node_spec(
             "gateway", "lb-mgmt", self._node_address("lb-mgmt"),

@@ -182,6 +182,11 @@ class Provider(abc.ABC):
     def exec(self, node: Node, argv: list[str]) -> ExecResult:
         """Run argv inside the node (its default namespace) and wait for it."""
 
+    def on_this_host(self, network: Network) -> bool:
+        """Whether network's bridge is on this host (so the harness reaches its nodes through
+        the gateway address); the netns provider's always are."""
+        return True
+
     def open_stream(self, node: Node, argv: list[str]) -> Any:
         """Start argv inside the node with its stdin, stdout and stderr attached to the returned
         socket (Docker's multiplexed exec stream): how the harness reaches a lab that only the

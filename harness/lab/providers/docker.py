@@ -158,6 +158,12 @@ class DockerProvider(Provider):
             raise ProviderError(f"creating network {name}: {_readable(exc)}") from exc
         return Network(spec=spec, name=name, handle=network.id)
 
+    def on_this_host(self, network: Network) -> bool:
+        # The engine names a network's bridge br-<first 12 of its id>: present here only when
+        # the engine runs in this host's network namespace. (The lab's addresses cannot tell:
+        # another engine's lab may hold the same block.)
+        return Path("/sys/class/net", f"br-{network.handle[:12]}").exists()
+
     # nodes
 
     def ensure_image(self, name: str) -> str:
