@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import abc
 import os
+import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from typing import Any, ClassVar
 
 import psutil
@@ -122,15 +124,34 @@ class LabOwnership:
 
 
 def owner_token(pid: int | None = None) -> str:
-    """'<pid>:<start time>' of a process; the start time guards against pid reuse."""
+    """'<host name>/<boot id>/<pid>:<start time>' of a process: the start time guards against
+    pid reuse; host name and boot id say where pid and start time mean something (a lab on an
+    engine several machines share carries the token of a process on one of them)."""
     process = psutil.Process(pid or os.getpid())
-    return f"{process.pid}:{process.create_time():.2f}"
+    return f"{_this_machine()}/{process.pid}:{process.create_time():.2f}"
+
+
+def _this_machine() -> str:
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return f"{socket.gethostname()}/{boot_id}"
 
 
 def owner_alive(token: str) -> bool:
-    pid, _, started = token.partition(":")
+    """Whether the token's process still runs. A process of another machine cannot be looked at
+    from here: it counts as alive, so gc leaves its labs (`gc --everything` takes them). Of this
+    machine before a reboot, it is gone. A token with no machine part (older) is read as this
+    machine's."""
+    machine, slash, process = token.rpartition("/")
+    if slash:
+        host, _, boot_id = machine.partition("/")
+        here_host, _, here_boot = _this_machine().partition("/")
+        if host != here_host:
+            return True
+        if boot_id != here_boot:
+            return False
+    pid, _, started = process.partition(":")
     try:
-        return owner_token(int(pid)) == f"{pid}:{started}"
+        return owner_token(int(pid)).rpartition("/")[2] == f"{pid}:{started}"
     except (ValueError, psutil.Error):
         return False
 
