@@ -63,7 +63,6 @@ from harness.amphora_api.client import AmphoraClient
 from harness.faults.injector import FaultInjector
 from harness.lab.attach import AttachedLab
 from harness.lab.cleanup import collect_leftovers
-from harness.lab.errors import LabError
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Node, Provider, ProviderError
@@ -410,9 +409,6 @@ def faults(lab: Lab) -> Iterator[FaultInjector]:
 
 @pytest.fixture(scope="module")
 def heartbeats(lab: Lab) -> Iterator[HeartbeatReceiver]:
-    if lab.relay is not None:
-        raise LabError(f"lab {lab.id} is reached through its engine (--docker-host elsewhere): "
-                       "the heartbeat receiver listens on this host's side of lb-mgmt, which such "
-                       "a lab has not got")
-    with HeartbeatReceiver(secrets.token_hex(16), host=str(lab.gateway("lb-mgmt"))) as receiver:
+    with HeartbeatReceiver(secrets.token_hex(16),
+                           datagrams=lab.controller_datagrams()) as receiver:
         yield receiver

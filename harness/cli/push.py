@@ -4,7 +4,6 @@ through its VIP, summarised."""
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from harness.cli.arguments import (
 )
 from harness.cli.console import OUT, CommandError, step
 from harness.drivers.standing_push import push_lb
+from harness.lab import reach
 from harness.lab.shape import check_lb_file, resolve_lb
 from harness.lab.standing import StandingLab
 from harness.observe.traffic import TimelineRecorder
@@ -76,7 +76,7 @@ def _wait_serving(standing: StandingLab) -> None:
 def tcp_answers(address: str, port: int, timeout: float = 2.0) -> bool:
     """Whether a connection to address:port gets a line back (the lab's members send one)."""
     try:
-        with socket.create_connection((address, port), timeout=timeout) as sock, \
+        with reach.connect(address, port, timeout=timeout) as sock, \
                 sock.makefile("rb") as answer:
             return bool(answer.readline())
     except OSError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import time
 import uuid
 import warnings
@@ -142,7 +143,9 @@ class Lab:
         self._nodes_per_network = dict.fromkeys(NETWORK_ROLES, 0)
         self._vips = 0
         self._is_down = False
-        self.relay: reach.Relay | None = None  # set when the lab is reached through its engine
+        # Set when the lab is reached through its engine: the node that relays, and how.
+        self.gateway_node: Node | None = None
+        self.relay: reach.Relay | None = None
         self.workdir = cleanup.make_workdir(self.id)
         self.pki = LabPKI(self.workdir / "pki")
 
@@ -220,6 +223,7 @@ class Lab:
         node = self.provider.boot(spec, keep=self.keep)
         ports = {role: self.provider.attach_port(node, self.networks[role])
                  for role in ("vip", "member")}
+        self.gateway_node = node
         self.relay = reach.Relay(lambda argv: self.provider.open_stream(node, argv),
                                  source=ports["vip"].ip_address)
         for network in self._address_blocks():
@@ -227,6 +231,24 @@ class Lab:
 
     def _address_blocks(self) -> list[IPv4Network]:
         return list(collapse_addresses(self.plan(role).subnet for role in NETWORK_ROLES))
+
+    def controller_datagrams(self) -> reach.Datagrams:
+        """Where the amphorae's controller (heartbeat receiver) gets its datagrams: the host's
+        side of lb-mgmt, or, for a lab reached through its engine, its gateway node's."""
+        if self.relay is None:
+            return reach.UdpDatagrams(str(self.gateway("lb-mgmt")))
+        return self.relay.datagrams(str(self.gateway_node.spec.address))
+
+    def neighbour_mac(self, address: str) -> str | None:
+        """The MAC the harness's side of the lab has for address in its neighbour table (this
+        host's, or the gateway node's): which port answered ARP for it last."""
+        argv = ["ip", "neigh", "show", "to", address]
+        if self.gateway_node is None:
+            shown = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+        else:
+            shown = self.provider.exec(self.gateway_node, argv).output
+        words = shown.split()
+        return words[words.index("lladdr") + 1] if "lladdr" in words else None
 
     def traffic_source(self) -> IPv4Address:
         """The address the harness's traffic to the VIP comes from, as members see it."""

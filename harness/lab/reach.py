@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import queue
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network, ip_address
@@ -47,6 +49,24 @@ while data := peer.recv(65536):
     out.write(data)
     out.flush()
 """
+# Runs in the gateway node: bind UDP to argv[1] (any port), print the port as one line, then
+# write each datagram as <sender length: 2 bytes><length: 4 bytes><"ip port"><datagram>. It ends
+# when its stdin does (the harness closed the stream).
+UDP_LISTENER_PROGRAM = """
+import os, socket, struct, sys, threading
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 0))
+out = sys.stdout.buffer
+out.write(b"%d\\n" % sock.getsockname()[1])
+out.flush()
+threading.Thread(target=lambda: (sys.stdin.buffer.read(), os._exit(0)), daemon=True).start()
+while True:
+    data, (host, port) = sock.recvfrom(65535)
+    sender = f"{host} {port}".encode()
+    out.write(struct.pack(">HI", len(sender), len(data)) + sender + data)
+    out.flush()
+"""
+DATAGRAM_HEADER = struct.Struct(">HI")
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 CHUNK = 65536
 
@@ -83,6 +103,115 @@ class Relay:
                          name=f"relay to {address}:{port}").start()
         local.settimeout(timeout if isinstance(timeout, int | float) else None)
         return local
+
+
+    def datagrams(self, address: str) -> RelayedDatagrams:
+        """UDP datagrams to address (one of the gateway node's), received there."""
+        return RelayedDatagrams(self._open_stream, address)
+
+
+class Datagrams(Protocol):
+    """Where datagrams to `address` arrive."""
+
+    address: tuple[str, int]
+
+    def receive(self, timeout: float) -> tuple[bytes, tuple[str, int]] | None:
+        """The next datagram and its sender, None after timeout seconds; OSError once closed."""
+
+    def close(self) -> None: ...
+
+
+class UdpDatagrams:
+    """A UDP socket of this process."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((host, port))
+        self.address: tuple[str, int] = self._sock.getsockname()
+
+    def receive(self, timeout: float) -> tuple[bytes, tuple[str, int]] | None:
+        self._sock.settimeout(timeout)
+        try:
+            return self._sock.recvfrom(65535)
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class RelayedDatagrams:
+    """Datagrams to a lab node's address, received by UDP_LISTENER_PROGRAM in that node and
+    read back through the engine (harness.observe.heartbeats.Datagrams)."""
+
+    def __init__(self, open_stream: Callable[[list[str]], ExecStream], address: str) -> None:
+        self._stream = open_stream(["python3", "-c", UDP_LISTENER_PROGRAM, address])
+        self._output = _StdoutReader(frames_iter(self._stream, tty=False))
+        port = self._output.line()
+        if not port.isdigit():
+            _close(self._stream)
+            reason = port or self._output.errors.decode(errors="replace")[-300:] or "it ended"
+            raise OSError(errno.EADDRNOTAVAIL, f"no UDP listener on {address} in the lab: "
+                          f"{reason}")
+        self.address = (address, int(port))
+        self._received: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True, name=f"datagrams to {address}").start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(EOFError, OSError):  # OSError: close() took the stream away
+            while True:
+                sender_length, length = DATAGRAM_HEADER.unpack(
+                    self._output.exactly(DATAGRAM_HEADER.size))
+                host, _, port = self._output.exactly(sender_length).decode().partition(" ")
+                self._received.put((self._output.exactly(length), (host, int(port))))
+        self._received.put(None)  # the listener ended
+
+    def receive(self, timeout: float) -> tuple[bytes, tuple[str, int]] | None:
+        try:
+            received = self._received.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if received is None:
+            self._received.put(None)
+            raise OSError(errno.EPIPE, f"the UDP listener on {self.address[0]} ended")
+        return received
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            _raw(self._stream).shutdown(socket.SHUT_WR)  # its stdin ends: it exits
+        _close(self._stream)
+
+
+class _StdoutReader:
+    """Bytes of a relay program's stdout frames, read by length or by line."""
+
+    def __init__(self, frames: Iterator[tuple[int, bytes]]) -> None:
+        self._frames = frames
+        self._buffer = bytearray()
+        self.errors = bytearray()  # what it wrote on stderr, for a readable failure
+
+    def _fill(self) -> None:
+        for kind, data in self._frames:
+            if kind == STDOUT:
+                self._buffer += data
+                return
+            self.errors += data
+        raise EOFError
+
+    def exactly(self, count: int) -> bytes:
+        while len(self._buffer) < count:
+            self._fill()
+        taken = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return taken
+
+    def line(self) -> str:
+        with contextlib.suppress(EOFError):
+            while b"\n" not in self._buffer:
+                self._fill()
+            end = self._buffer.index(b"\n") + 1
+            return self.exactly(end).decode().strip()
+        return ""
 
 
 def _connect_error(text: bytes, target: str) -> OSError:

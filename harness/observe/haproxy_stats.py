@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from harness.lab import reach
 from harness.lab.lab import LabAmphora
 from harness.lab.providers.base import Provider
 from harness.render.amphora_configs import AmphoraPaths
@@ -186,7 +187,7 @@ def http_exchange(address: str, port: int, request: bytes, timeout: float = 10.0
     """Send request on a new connection and read until the server closes it (requests should
     say `Connection: close`)."""
     chunks = []
-    with socket.create_connection((address, port), timeout=timeout) as sock:
+    with reach.connect(address, port, timeout=timeout) as sock:
         sock.sendall(request)
         while chunk := sock.recv(65536):
             chunks.append(chunk)

@@ -8,7 +8,9 @@ statistics deltas.
 
 In a lab the receiver listens on the lb-mgmt network's gateway address (the host's side of that
 bridge), which is where amphorae are told their controllers are; `controller` is the
-"host:port" entry for their controller_ip_port_list.
+"host:port" entry for their controller_ip_port_list. A lab reached through its engine has no
+such address here: its datagrams are received in its gateway node and read back
+(Lab.controller_datagrams, harness.lab.reach).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import socket
 import threading
 import time
 import zlib
@@ -25,6 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from harness.lab.reach import Datagrams, UdpDatagrams
 from harness.polling import wait_until
 
 HEX_DIGEST_LEN = 64
@@ -115,14 +117,14 @@ class AmphoraHistory:
 
 
 class HeartbeatReceiver:
-    """A UDP listener that verifies, decodes and records heartbeats in a background thread."""
+    """Verifies, decodes and records heartbeats in a background thread, from a UDP socket here
+    (host, port) or from other datagrams (a lab node's, read back through its engine)."""
 
-    def __init__(self, key: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, key: str, host: str = "127.0.0.1", port: int = 0, *,
+                 datagrams: Datagrams | None = None) -> None:
         self._key = key
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((host, port))
-        self._sock.settimeout(0.2)
-        self.address: tuple[str, int] = self._sock.getsockname()
+        self._datagrams = datagrams or UdpDatagrams(host, port)
+        self.address: tuple[str, int] = self._datagrams.address
         self._lock = threading.Lock()
         self._histories: defaultdict[str, AmphoraHistory] = defaultdict(AmphoraHistory)
         self.dropped: list[tuple[float, str]] = []
@@ -142,7 +144,7 @@ class HeartbeatReceiver:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        self._sock.close()
+        self._datagrams.close()
 
     @property
     def controller(self) -> str:
@@ -232,11 +234,12 @@ class HeartbeatReceiver:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                data, source = self._sock.recvfrom(65535)
-            except TimeoutError:
-                continue
+                received = self._datagrams.receive(0.2)
             except OSError:
                 return
+            if received is None:
+                continue
+            data, source = received
             now = time.time()
             with self._lock:
                 key = self._key

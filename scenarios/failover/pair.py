@@ -12,7 +12,6 @@ carriers): that holds for every driver, where the X-Amphora-Id header is our ren
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import testinfra
 from harness.amphora_api.client import AmphoraAPIError
 from harness.amphora_api.pki import CertificateAuthority
 from harness.drivers.base import LoadBalancerDriver
+from harness.lab import reach
 from harness.lab.constants import DATA_PLANE_NAMESPACE, FAILOVER_VRRP
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model.loadbalancer import LoadBalancer, VrrpRole
@@ -187,7 +187,7 @@ def https_get(address: str, port: int, server_name: str,
     (lower-case names) and body."""
     context = ssl.create_default_context(cadata=ca.cert_pem.decode())
     context.check_hostname = False  # which certificate is served is what we look at
-    with socket.create_connection((address, port), timeout=PROBE_TIMEOUT_S) as raw, \
+    with reach.connect(address, port, timeout=PROBE_TIMEOUT_S) as raw, \
             context.wrap_socket(raw, server_hostname=server_name) as tls:
         subject = dict(item for rdn in tls.getpeercert()["subject"] for item in rdn)
         tls.sendall(f"GET / HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
@@ -204,7 +204,7 @@ def https_get(address: str, port: int, server_name: str,
 
 def tcp_line(address: str, port: int) -> dict:
     """The one JSON line a member's TCP service sends, through a TCP listener."""
-    with socket.create_connection((address, port), timeout=PROBE_TIMEOUT_S) as connection, \
+    with reach.connect(address, port, timeout=PROBE_TIMEOUT_S) as connection, \
             connection.makefile("rb") as stream:
         return json.loads(stream.readline())
 

@@ -15,11 +15,10 @@ VRRP rule only matters to a backup that has never been master.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from harness.faults.injector import FaultInjector
+from harness.lab import reach
 from harness.lab.lab import Lab
 from harness.lab.providers.base import Node
 from scenarios.failover.pair import TAKEOVER_TIMEOUT_S, Pair, wait_for, wait_for_answers
@@ -60,7 +59,7 @@ def sriov_vip() -> bool:
 
 def connect_from_host(address: str, port: int) -> str:
     try:
-        socket.create_connection((address, port), timeout=CONNECT_TIMEOUT_S).close()
+        reach.connect(address, port, timeout=CONNECT_TIMEOUT_S).close()
     except ConnectionRefusedError:
         return "refused"
     except OSError:

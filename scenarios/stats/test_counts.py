@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import pytest
 from harness.drivers.base import LoadBalancerDriver
 from harness.drivers.factory import DriverFactory
 from harness.faults.injector import FaultInjector
+from harness.lab import reach
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.model import loadbalancer as model
 from harness.observe.haproxy_stats import (
@@ -168,7 +168,7 @@ def test_conns_are_the_connections_held_open(
     assert reported_conns() == 0
     with ExitStack() as held:
         for _ in range(HELD_CONNECTIONS):
-            held.enter_context(socket.create_connection((vip, LISTENER_PORT), timeout=5))
+            held.enter_context(reach.connect(vip, LISTENER_PORT, timeout=5))
         tally.add(HELD_CONNECTIONS)
         heartbeats.wait_until(lambda: reported_conns() == HELD_CONNECTIONS, WAIT_S,
                               f"heartbeats reporting {HELD_CONNECTIONS} connections")
@@ -284,7 +284,7 @@ def second_load_balancer(amphora: LabAmphora, vip: str, members: list[LabMember]
 def refuses(vip: str, port: int) -> bool:
     """Whether a connection to the VIP on port is refused (nothing listens there)."""
     try:
-        socket.create_connection((vip, port), timeout=3).close()
+        reach.connect(vip, port, timeout=3).close()
     except ConnectionRefusedError:
         return True
     return False

@@ -9,7 +9,6 @@ itself be counted."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -63,23 +62,16 @@ def controller(lab: Lab, amphorae: list[LabAmphora], members: list[LabMember],
     lb_controller.delete()
 
 
-def vip_mac(vip: str) -> str | None:
-    """The MAC this host's neighbour table has for the VIP."""
-    words = subprocess.run(["ip", "neigh", "show", "to", vip], capture_output=True, text=True,
-                           check=False).stdout.split()
-    return words[words.index("lladdr") + 1] if "lladdr" in words else None
-
-
 def vip_port_mac(amphora: LabAmphora) -> str:
     return next(p.mac_address for p in amphora.ports if p.network.spec.role == "vip")
 
 
-def wait_for_vip_at(amphora: LabAmphora, vip: str) -> None:
+def wait_for_vip_at(lab: Lab, amphora: LabAmphora, vip: str) -> None:
     deadline = time.monotonic() + VIP_MOVE_TIMEOUT_S
-    while vip_mac(vip) != vip_port_mac(amphora):
+    while lab.neighbour_mac(vip) != vip_port_mac(amphora):
         if time.monotonic() > deadline:
             raise TimeoutError(f"the VIP did not move to {amphora.name} within "
-                               f"{VIP_MOVE_TIMEOUT_S}s (neighbour: {vip_mac(vip)})")
+                               f"{VIP_MOVE_TIMEOUT_S}s (neighbour: {lab.neighbour_mac(vip)})")
         time.sleep(0.2)
 
 
@@ -139,7 +131,7 @@ def test_counts_continue_on_the_new_master(
     injector = FaultInjector(lab)
     injector.kill(master)
     try:
-        wait_for_vip_at(backup, vip)
+        wait_for_vip_at(lab, backup, vip)
         assert send(vip, AFTER, carriers) == [backup.id] * AFTER
         # The dead master sends nothing more: the new master's heartbeats carry the rest.
         on_new_master = heartbeats.settled_totals(listener_id, [backup.id], AFTER)

@@ -116,3 +116,20 @@ def test_addresses_outside_the_routes_are_reached_directly():
     server, port = echo_server()
     with server, reach.connect("127.0.0.1", port, timeout=5) as connection:
         assert connection.family == socket.AF_INET
+
+
+def test_datagrams_to_a_lab_address_are_received_there_and_read_back():
+    datagrams = reach.Relay(local_stream, source=IPv4Address("127.0.0.1")).datagrams("127.0.0.1")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.bind(("127.0.0.1", 0))
+            for payload in (b"one", b"\x00two\n" * 1000):
+                sender.sendto(payload, datagrams.address)
+            received = [datagrams.receive(5) for _ in range(2)]
+            assert received == [(b"one", sender.getsockname()),
+                                (b"\x00two\n" * 1000, sender.getsockname())]
+        assert datagrams.receive(0.1) is None
+    finally:
+        datagrams.close()
+    with pytest.raises(OSError, match="ended"):
+        datagrams.receive(5)
