@@ -35,9 +35,12 @@ SERVING_TIMEOUT_S = 30.0
 
 def push(args: argparse.Namespace) -> None:
     lb_file = resolve_lb(args.lb_file)
-    source = octavia_source_of(args)
+    named = octavia_source_of(args) if args.octavia_source is not None else None
     with chosen_lab(args) as lab:
         check_lb_file(lb_file, len(lab.members))
+        # Without --octavia-source, Octavia's driver comes from the Octavia the lab's amphorae
+        # were built from (`up --agent octavia --octavia-source ...`): one checkout, both sides.
+        source = named or lab.record.lab_options()["octavia_source"]
         push_and_wait(lab, lb_file, args.driver, source)
 
 
