@@ -156,6 +156,9 @@ def test_start_clears_what_a_killed_keepalived_left_behind(pair):
     for orphan in orphans:
         orphan.suspend()
     parent.kill()
+    # SIGKILL is delivered, not done: on a loaded host the parent may still look alive when
+    # the next request arrives, and a start of a live keepalived is a reload.
+    assert poll_until(lambda: not alive([parent]), 5.0), "SIGKILL did not end keepalived"
     assert holder.agent.client.vrrp_action("start")["details"] == "keepalived started"
     assert not alive(orphans)
     restarted = psutil.Process(holder.keepalived_pid())
