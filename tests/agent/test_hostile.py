@@ -243,6 +243,11 @@ def test_a_reload_queued_behind_a_delete_leaves_it_deleted(agent_factory, lb_con
     lb = lb_config(agent, http_backend.port)
     client.upload_config(lb.lb_id, lb.text)
     client.lb_action(lb.lb_id, "start")
+    # A reload skips its check while nothing the last check read changed; a new mtime on the
+    # haproxy command (one of those inputs) makes the first reload check, slowly, holding the
+    # load balancer's lock while the delete and the second reload queue behind it.
+    stamp = slow.stat()
+    os.utime(slow, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
     answers: dict[str, int] = {}
 
     def send(name: str, call) -> None:
