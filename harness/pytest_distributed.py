@@ -3,7 +3,9 @@
     --docker-host URL   a Docker Engine for labs (DOCKER_HOST syntax: unix://, tcp://, ssh://),
                         repeatable; worker gw<i> of `pytest -n N` makes its labs on engine
                         i mod (number of engines). Without it: the environment's engine
-                        ($DOCKER_HOST, else the local socket).
+                        ($DOCKER_HOST, else the local socket). An engine whose
+                        labs this host has no route to (another machine, a network
+                        namespace) is reached through its API alone (harness.lab.reach).
 
 Each worker is a process of its own: its labs carry its owner and take a free address block
 of their own (a block another worker took meanwhile is refused by the engine, and the lab takes
