@@ -26,9 +26,9 @@ FIRST_PASS_TIMEOUT_S = 240
 def owned_labs(provider: Provider, pids: set[int]) -> set[str]:
     """The labs whose owner is one of these processes."""
     from harness.lab.providers import labs_on_host
+    from harness.lab.providers.base import owner_pid
 
-    return {lab.lab_id for lab in labs_on_host(provider)
-            if int(lab.owner.partition(":")[0] or 0) in pids}
+    return {lab.lab_id for lab in labs_on_host(provider) if owner_pid(lab.owner) in pids}
 
 
 def tree(process: psutil.Process) -> list[psutil.Process]:

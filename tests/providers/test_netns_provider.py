@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from harness.lab.lab import Lab, LabMember
-from harness.lab.providers.base import NodeSpec, ProviderError
+from harness.lab.providers.base import NodeSpec, ProviderError, owner_pid
 from harness.lab.providers.netns import NetnsProvider
 from harness.lab.providers.netns_state import StateStore, is_lab_link
 
@@ -147,7 +147,7 @@ def what_the_lab_has(provider: NetnsProvider, lab: Lab) -> dict[str, object]:
     return {
         "namespaces": {node.name for node in state.nodes},
         "links": {name for name in host_links() if is_lab_link(lab.id, name)},
-        "inits": [int(node.init.partition(":")[0]) for node in state.nodes if node.init],
+        "inits": [owner_pid(node.init) for node in state.nodes if node.init],
     }
 
 

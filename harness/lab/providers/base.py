@@ -156,6 +156,11 @@ def owner_alive(token: str) -> bool:
         return False
 
 
+def owner_pid(token: str) -> int:
+    """The pid of an owner token (ValueError when it holds none)."""
+    return int(token.rpartition("/")[2].partition(":")[0])
+
+
 class Provider(abc.ABC):
     """Where a lab runs. Every method raises ProviderError with a readable message."""
 

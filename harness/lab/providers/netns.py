@@ -44,6 +44,7 @@ from harness.lab.providers.base import (
     Provider,
     ProviderError,
     owner_alive,
+    owner_pid,
     owner_token,
 )
 from harness.lab.providers.netns_state import (
@@ -94,7 +95,7 @@ def running_init(store: StateStore, lab_id: str, node_name: str) -> psutil.Proce
     record = store.get(lab_id).node(node_name)
     if not record.init or not owner_alive(record.init):
         return None
-    init = psutil.Process(int(record.init.partition(":")[0]))
+    init = psutil.Process(owner_pid(record.init))
     return init if netns_node.alive(init) else None
 
 
