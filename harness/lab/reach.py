@@ -8,6 +8,8 @@ each TCP connection from inside the lab, and its standard input and output, atta
 API's exec stream, carry the bytes. `route(network, relay)` sends every connection to addresses
 in network that way; `connect` and every HTTP client of this process (requests, through urllib3)
 then follow the routes, so the agent client, probes and fixtures need not know where a lab is.
+Datagrams to the lab's side of the harness (heartbeats) go the other way: a UDP listener in the
+gateway node writes each one to its stdout, read back here (Datagrams, RelayedDatagrams).
 """
 
 from __future__ import annotations
@@ -103,7 +105,6 @@ class Relay:
                          name=f"relay to {address}:{port}").start()
         local.settimeout(timeout if isinstance(timeout, int | float) else None)
         return local
-
 
     def datagrams(self, address: str) -> RelayedDatagrams:
         """UDP datagrams to address (one of the gateway node's), received there."""
