@@ -237,7 +237,7 @@ def _pump(frames: Iterator[tuple[int, bytes]], inner: socket.socket,
     """Both ways until both ended, then let go of our end of the pair and of the stream."""
     back = threading.Thread(target=_downstream, args=(frames, inner), daemon=True)
     back.start()
-    _upstream(inner, stream)
+    _copy(inner, _raw(stream))  # EOF here closes the relay's stdin: a half-close
     back.join()
     inner.close()
     _close(stream)
@@ -253,15 +253,6 @@ def _downstream(frames: Iterator[tuple[int, bytes]], inner: socket.socket) -> No
             inner.sendall(data)
     with contextlib.suppress(OSError):
         inner.shutdown(socket.SHUT_WR)
-
-
-def _upstream(inner: socket.socket, stream: ExecStream) -> None:
-    """Our end of the pair into the relay's stdin; EOF closes its stdin (a half-close)."""
-    raw = _raw(stream)
-    with contextlib.suppress(OSError):
-        while data := inner.recv(CHUNK):
-            raw.sendall(data)
-        raw.shutdown(socket.SHUT_WR)
 
 
 _routes: dict[IPv4Network, Relay] = {}

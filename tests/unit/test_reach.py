@@ -3,6 +3,7 @@ local process behind a stand-in for Docker's multiplexed exec stream, against lo
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import subprocess
@@ -19,9 +20,10 @@ STDOUT, STDERR = 1, 2
 
 
 def _frames(pipe, kind: int, sink: socket.socket, lock: threading.Lock) -> None:
-    while data := pipe.read1(65536):
-        with lock:
-            sink.sendall(struct.pack(">BxxxL", kind, len(data)) + data)
+    with contextlib.suppress(OSError):  # the relay let go of the stream
+        while data := pipe.read1(65536):
+            with lock:
+                sink.sendall(struct.pack(">BxxxL", kind, len(data)) + data)
 
 
 def local_stream(argv: list[str]) -> socket.socket:
@@ -35,19 +37,27 @@ def local_stream(argv: list[str]) -> socket.socket:
                for pipe, kind in ((process.stdout, STDOUT), (process.stderr, STDERR))]
 
     def feed() -> None:
-        while data := theirs.recv(65536):
-            process.stdin.write(data)
-            process.stdin.flush()
-        process.stdin.close()
+        with contextlib.suppress(OSError):  # the program ended first
+            while data := theirs.recv(65536):
+                process.stdin.write(data)
+                process.stdin.flush()
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+
+    feeding = threading.Thread(target=feed, daemon=True)
 
     def finish() -> None:
         for thread in outputs:
             thread.join()
         process.wait()
-        theirs.shutdown(socket.SHUT_WR)
+        process.stdout.close()
+        process.stderr.close()
+        with contextlib.suppress(OSError):
+            theirs.shutdown(socket.SHUT_WR)
+        feeding.join()
+        theirs.close()
 
-    for thread in [*outputs, threading.Thread(target=feed, daemon=True),
-                   threading.Thread(target=finish, daemon=True)]:
+    for thread in [*outputs, feeding, threading.Thread(target=finish, daemon=True)]:
         thread.start()
     return ours
 
@@ -65,7 +75,10 @@ def echo_server() -> tuple[socket.socket, int]:
     server = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
-        connection, _ = server.accept()
+        try:
+            connection, _ = server.accept()
+        except OSError:
+            return  # the test was over (and closed the server) before this thread accepted
         with connection:
             received = b""
             while data := connection.recv(65536):
