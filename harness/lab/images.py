@@ -149,6 +149,7 @@ RECIPES: dict[str, Recipe] = {
             ("opt/amphora-agent/amphora_agent", AGENT_PACKAGE_DIR),
             ("usr/local/bin/amphora-agent", IMAGES_DIR / "amphora" / "amphora-agent"),
             ("usr/local/bin/amphora-init", IMAGES_DIR / "amphora" / "amphora-init"),
+            ("usr/local/bin/amphora_syslog.py", IMAGES_DIR / "amphora" / "amphora_syslog.py"),
         ),
     ),
     "member": Recipe(
