@@ -66,10 +66,8 @@ from harness.lab.cleanup import collect_leftovers
 from harness.lab.lab import Lab, LabAmphora, LabMember
 from harness.lab.providers import PROVIDERS, make_provider
 from harness.lab.providers.base import Node, Provider, ProviderError
-from harness.lab.providers.docker_testinfra import (
-    register_backend as register_docker_api_backend,
-)
-from harness.lab.providers.netns_testinfra import register_backend as register_netns_backend
+from harness.lab.providers.docker_testinfra import DockerApiBackend
+from harness.lab.providers.netns_testinfra import NetnsBackend
 from harness.lab.standing_state import StandingLabError, load_record
 from harness.observe.bundle import bundle_name, collect_bundle, lab_summary
 from harness.observe.heartbeats import HeartbeatReceiver
@@ -144,8 +142,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _terminate_like_ctrl_c(config)
     # amphora_host (and the suites' own testinfra hosts) ask for netns://<node> on netns labs,
     # docker-api://<container> on docker ones.
-    register_netns_backend()
-    register_docker_api_backend()
+    NetnsBackend.register()
+    DockerApiBackend.register()
 
 
 def _terminate_like_ctrl_c(config: pytest.Config) -> None:

@@ -73,6 +73,15 @@ READY_POLL_S = 0.05
 RUNNING_CHECK_S = 0.5
 
 
+@dataclass(frozen=True)
+class RelayNode:
+    """A lab reached through its engine: the gateway node on its three networks, and the relay
+    that opens the harness's connections from inside it."""
+
+    node: Node
+    relay: reach.Relay
+
+
 @dataclass
 class LabAmphora:
     id: str
@@ -143,9 +152,8 @@ class Lab:
         self._nodes_per_network = dict.fromkeys(NETWORK_ROLES, 0)
         self._vips = 0
         self._is_down = False
-        # Set when the lab is reached through its engine: the node that relays, and how.
-        self.gateway_node: Node | None = None
-        self.relay: reach.Relay | None = None
+        # Set when the lab is reached through its engine (_reach_from_here).
+        self.relay_node: RelayNode | None = None
         self.workdir = cleanup.make_workdir(self.id)
         self.pki = LabPKI(self.workdir / "pki")
 
@@ -177,7 +185,7 @@ class Lab:
         finally:
             for amphora in self.amphorae:
                 amphora.client.close()
-            if self.relay is not None:
+            if self.relay_node is not None:
                 for network in self._address_blocks():
                     reach.unroute(network)
             if not self.keep:
@@ -223,11 +231,11 @@ class Lab:
         node = self.provider.boot(spec, keep=self.keep)
         ports = {role: self.provider.attach_port(node, self.networks[role])
                  for role in ("vip", "member")}
-        self.gateway_node = node
-        self.relay = reach.Relay(lambda argv: self.provider.open_stream(node, argv),
-                                 source=ports["vip"].ip_address)
+        relay = reach.Relay(lambda argv: self.provider.open_stream(node, argv),
+                            source=ports["vip"].ip_address)
+        self.relay_node = RelayNode(node, relay)
         for network in self._address_blocks():
-            reach.route(network, self.relay)
+            reach.route(network, relay)
 
     def _address_blocks(self) -> list[IPv4Network]:
         return list(collapse_addresses(self.plan(role).subnet for role in NETWORK_ROLES))
@@ -235,24 +243,24 @@ class Lab:
     def controller_datagrams(self) -> reach.Datagrams:
         """Where the amphorae's controller (heartbeat receiver) gets its datagrams: the host's
         side of lb-mgmt, or, for a lab reached through its engine, its gateway node's."""
-        if self.relay is None:
+        if self.relay_node is None:
             return reach.UdpDatagrams(str(self.gateway("lb-mgmt")))
-        return self.relay.datagrams(str(self.gateway_node.spec.address))
+        return self.relay_node.relay.datagrams(str(self.relay_node.node.spec.address))
 
     def neighbour_mac(self, address: str) -> str | None:
         """The MAC the harness's side of the lab has for address in its neighbour table (this
         host's, or the gateway node's): which port answered ARP for it last."""
         argv = ["ip", "neigh", "show", "to", address]
-        if self.gateway_node is None:
+        if self.relay_node is None:
             shown = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
         else:
-            shown = self.provider.exec(self.gateway_node, argv).output
+            shown = self.provider.exec(self.relay_node.node, argv).output
         words = shown.split()
         return words[words.index("lladdr") + 1] if "lladdr" in words else None
 
     def traffic_source(self) -> IPv4Address:
         """The address the harness's traffic to the VIP comes from, as members see it."""
-        return self.relay.source if self.relay is not None else self.gateway("vip")
+        return self.relay_node.relay.source if self.relay_node else self.gateway("vip")
 
     def _save_logs(self) -> None:
         if self.results_dir is None:

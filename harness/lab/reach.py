@@ -272,6 +272,9 @@ def route(network: IPv4Network, relay: Relay) -> None:
 def unroute(network: IPv4Network) -> None:
     with _routes_lock:
         _routes.pop(network, None)
+        if not _routes:
+            # No lab is reached through a relay any more: urllib3 connects as it did before.
+            urllib3.util.connection.create_connection = _direct_create_connection
 
 
 def relay_for(address: str) -> Relay | None:

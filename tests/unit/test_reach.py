@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 import requests
+import urllib3
 
 from harness.lab import reach
 
@@ -129,6 +130,21 @@ def test_addresses_outside_the_routes_are_reached_directly():
     server, port = echo_server()
     with server, reach.connect("127.0.0.1", port, timeout=5) as connection:
         assert connection.family == socket.AF_INET
+
+
+def test_urllib3_connects_directly_again_once_the_last_route_is_gone():
+    first, second = IPv4Network("127.0.0.0/8"), IPv4Network("198.51.100.0/24")
+    relay = reach.Relay(local_stream, source=IPv4Address("127.0.0.1"))
+    direct = urllib3.util.connection.create_connection
+    reach.route(first, relay)
+    reach.route(second, relay)
+    try:
+        reach.unroute(first)
+        assert urllib3.util.connection.create_connection is not direct  # second still routed
+    finally:
+        reach.unroute(second)
+        reach.unroute(first)
+    assert urllib3.util.connection.create_connection is direct
 
 
 def test_datagrams_to_a_lab_address_are_received_there_and_read_back():

@@ -9,8 +9,9 @@ import threading
 from typing import Any
 
 import docker
-import testinfra.backend
 from testinfra.backend import base
+
+from harness.lab.providers.testinfra_node import NodeBackend
 
 _engines: dict[str, docker.DockerClient] = {}
 _engines_lock = threading.Lock()
@@ -23,12 +24,10 @@ def remember_engine(container_id: str, client: docker.DockerClient) -> None:
         _engines[container_id] = client
 
 
-class DockerApiBackend(base.BaseBackend):
-    NAME = "docker-api"
+class DockerApiBackend(NodeBackend):
+    """`docker-api://<container id>` (what DockerProvider.testinfra_backend gives)."""
 
-    def __init__(self, name: str, *args: Any, **kwargs: Any) -> None:
-        self.name = name
-        super().__init__(name, *args, **kwargs)
+    NAME = "docker-api"
 
     def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
         with _engines_lock:
@@ -42,8 +41,3 @@ class DockerApiBackend(base.BaseBackend):
         status = client.api.exec_inspect(started["Id"])["ExitCode"]
         return self.result(status, self.encode(cmd), stdout or b"", stderr or b"")
 
-
-def register_backend() -> None:
-    """Let testinfra.get_host take `docker-api://<container id>` (what
-    DockerProvider.testinfra_backend gives); registering twice is harmless."""
-    testinfra.backend.BACKENDS.setdefault(DockerApiBackend.NAME, f"{__name__}.DockerApiBackend")
