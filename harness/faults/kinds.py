@@ -173,6 +173,12 @@ def _agent_answers(amphora: LabAmphora) -> bool:
     return True
 
 
+def agent_back(amphora: LabAmphora, timeout_s: float) -> bool:
+    """Whether the amphora's agent answers again within timeout_s (scaled): after its init
+    restarted it (kill-agent's heal) or the amphora booted again (a standing lab's heal)."""
+    return poll_until(lambda: _agent_answers(amphora), timeout_s, AGENT_RESTART_POLL_S)
+
+
 def _kill_agent(lab: FaultLab, amphorae: Sequence[LabAmphora],
                 _options: Mapping[str, Any]) -> Fault:
     amphora = amphorae[0]
@@ -184,8 +190,7 @@ def _kill_agent(lab: FaultLab, amphorae: Sequence[LabAmphora],
         # As long as a lab waits for a booting agent: Octavia's, restarted by systemd, starts
         # as slowly as at boot (up to about a minute on a loaded host), longer than the
         # client's own retries last when the port refuses (30 attempts, 1 s apart).
-        if not poll_until(lambda: _agent_answers(amphora), AGENT_RESTART_TIMEOUT_S,
-                          AGENT_RESTART_POLL_S):
+        if not agent_back(amphora, AGENT_RESTART_TIMEOUT_S):
             raise FaultError(f"the agent in {amphora.name} did not answer again within "
                              f"{scaled(AGENT_RESTART_TIMEOUT_S):.0f}s")
     return ProcessKill(f"kill the agent in {amphora.name}", kill, restarted)

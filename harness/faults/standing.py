@@ -11,11 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import tenacity
-
-from harness.amphora_api.client import AmphoraAPIError
 from harness.faults.base import Fault
-from harness.faults.kinds import KINDS, FaultKind
+from harness.faults.kinds import KINDS, FaultKind, agent_back
 from harness.faults.link import BridgeRules
 from harness.lab.host_tables import table_name
 from harness.lab.lab import LabAmphora
@@ -121,11 +118,9 @@ def restore_amphora(lab: StandingLab, amphora: LabAmphora) -> None:
     has started the amphora's namespace and haproxy units, so there the boot must be over too."""
     octavia = lab.record.agent == OCTAVIA
     timeout_s = OCTAVIA_AGENT_BACK_TIMEOUT_S if octavia else AGENT_BACK_TIMEOUT_S
-    tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type((AmphoraAPIError, OSError)),
-        stop=tenacity.stop_after_delay(scaled(timeout_s)),
-        wait=tenacity.wait_fixed(1.0), reraise=True,
-    )(amphora.client.get_info)
+    if not agent_back(amphora, timeout_s):
+        raise StandingLabError(f"the agent of {amphora.name} did not answer within "
+                               f"{scaled(timeout_s):.0f}s (see `amphora-harness logs`)")
     if octavia and not poll_until(lambda: _boot_state(lab, amphora) in BOOT_DONE_STATES,
                                   timeout_s, 0.5):
         raise StandingLabError(f"{amphora.name} is still booting after {scaled(timeout_s):.0f}s "
