@@ -225,9 +225,10 @@ def test_refused_connections_are_logged_in_aggregate(agent_factory):
 # --- 5: a reload queued behind a delete must not bring the load balancer back ------------------
 
 # haproxy with its config check slowed down: a reload holds the load balancer's lock that long,
-# so the requests sent meanwhile queue behind it in the order they came.
+# so the requests sent meanwhile queue behind it in the order they came. Each check leaves a
+# line in a file, to show that the reload did check.
 SLOW_CHECK_HAPROXY = """#!/bin/sh
-case " $* " in *" -c "*) sleep 1 ;; esac
+case " $* " in *" -c "*) echo check >> {checks}; sleep 1 ;; esac
 exec {haproxy} "$@"
 """
 QUEUE_GAP_S = 0.3
@@ -236,7 +237,8 @@ QUEUE_GAP_S = 0.3
 def test_a_reload_queued_behind_a_delete_leaves_it_deleted(agent_factory, lb_config,
                                                            http_backend, tmp_path):
     slow = tmp_path / "haproxy"
-    slow.write_text(SLOW_CHECK_HAPROXY.format(haproxy=shutil.which("haproxy")))
+    checks = tmp_path / "checks"
+    slow.write_text(SLOW_CHECK_HAPROXY.format(haproxy=shutil.which("haproxy"), checks=checks))
     slow.chmod(0o755)
     agent = agent_factory(extra={"haproxy_amphora": {"haproxy_cmd": str(slow)}})
     client = agent.client
@@ -248,6 +250,7 @@ def test_a_reload_queued_behind_a_delete_leaves_it_deleted(agent_factory, lb_con
     # load balancer's lock while the delete and the second reload queue behind it.
     stamp = slow.stat()
     os.utime(slow, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    checked_before = len(checks.read_text().splitlines())
     answers: dict[str, int] = {}
 
     def send(name: str, call) -> None:
@@ -268,6 +271,7 @@ def test_a_reload_queued_behind_a_delete_leaves_it_deleted(agent_factory, lb_con
         time.sleep(QUEUE_GAP_S)
     for thread in threads:
         thread.join(60)
+    assert len(checks.read_text().splitlines()) > checked_before, "the first reload did not check"
     assert answers["delete"] == 200
     # Either the second reload ran before the delete (and succeeded), or after it: a 404.
     assert answers["second reload"] in (200, 404), answers
