@@ -308,6 +308,17 @@ class HaproxySupervisor:
     def is_running(self, lb_id: str) -> bool:
         return self.master_process(lb_id) is not None
 
+    def _master_gone(self, lb_id: str) -> bool:
+        """The pid file names a master that no longer lives (False while none is written)."""
+        try:
+            pid = int(self.pid_path(lb_id).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        try:
+            return not is_alive(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            return True
+
     def status(self, lb_id: str) -> str:
         """ACTIVE when running, ERROR when it died (its pid file is left) or could not be
         started again (start limit hit), STOPPED otherwise."""
@@ -376,7 +387,10 @@ class HaproxySupervisor:
                              env=notifier.environment() if notifier else None)
         if result.returncode != 0:
             raise HaproxyError(result.stdout)
-        if not wait_for(lambda: self.is_running(lb_id), START_TIMEOUT_S):
+        # A master that dies before it is up fails the start at once (as a Type=notify unit's
+        # main process dying does), instead of being waited for until START_TIMEOUT_S.
+        if not wait_for(lambda: self.is_running(lb_id) or self._master_gone(lb_id),
+                        START_TIMEOUT_S) or not self.is_running(lb_id):
             raise HaproxyError(f"haproxy for {lb_id} did not come up\n{result.stdout}")
         master = self.master_process(lb_id)
         if notifier and master is not None:
