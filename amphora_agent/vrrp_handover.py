@@ -63,6 +63,8 @@ ADVERT_WAIT_MARGIN_S = 0.2
 # moment to switch before this amphora stops answering.
 GARP_MARGIN_S = 0.15
 KEEPALIVED_EXIT_TIMEOUT_S = 2.0
+# Bounds the reads of one hold: far more than the few advertisements it waits through.
+MAX_PACKETS_READ = 10000
 # Values that make the node answer ARP only for addresses of the receiving interface (1) and
 # name the outgoing interface's own address as an ARP request's sender (2). `all` is enough:
 # the kernel uses the larger of `all` and the interface's value.
@@ -200,12 +202,16 @@ def _join_group(sock: socket.socket, family: int, interface: str | None) -> None
 
 def wait_for_peer(listeners: list[socket.socket], settings: VrrpSettings, own: set[str],
                   deadline: float) -> str | None:
-    """The address of the peer once it advertises as MASTER, or None at the deadline."""
-    while True:
-        remaining = deadline - time.monotonic()
-        if not listeners or remaining <= 0:
+    """The address of the peer once it advertises as MASTER, or None at the deadline. What
+    arrived before the deadline is still read after it (keepalived may have been slow to
+    exit); the packet budget bounds the loop whatever arrives."""
+    for _ in range(MAX_PACKETS_READ):
+        if not listeners:
             return None
+        remaining = max(0.0, deadline - time.monotonic())
         readable, _, _ = select.select(listeners, [], [], remaining)
+        if not readable:
+            return None
         for sock in readable:
             try:
                 packet, source = sock.recvfrom(4096)
@@ -214,6 +220,7 @@ def wait_for_peer(listeners: list[socket.socket], settings: VrrpSettings, own: s
             if is_peer_advertisement(vrrp_payload(sock.family, packet), source[0], settings,
                                      own):
                 return source[0]
+    return None
 
 
 def stop_keepalived(supervisor: KeepalivedSupervisor) -> bool:
