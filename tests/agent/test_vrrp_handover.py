@@ -87,10 +87,11 @@ class Amphora:
         return VIP in self.addresses("eth1")
 
     def keepalived(self) -> list[psutil.Process]:
-        """keepalived's parent and its children (started on this agent's pid file)."""
+        """keepalived's parent and its VRRP process (started on this agent's pid file); not
+        their children, which are check-script runs that come and go every interval."""
         pid_file = self.agent.base_path / "vrrp" / "octavia-keepalived.pid"
         main = psutil.Process(int(pid_file.read_text().split()[0]))
-        return [main, *main.children(recursive=True)]
+        return [main, *main.children()]
 
     def sysctls(self) -> dict[str, str]:
         out = subprocess.run(["ip", "netns", "exec", self.namespace, "sysctl", *ARP_SYSCTL_KEYS],
