@@ -68,16 +68,22 @@ class KeepalivedError(Exception):
         self.output = output
 
 
-def virtual_addresses(config_text: str) -> list[str]:
-    """The addresses in the virtual_ipaddress blocks of a keepalived config (not _excluded)."""
+def block_addresses(config_text: str, keyword: str) -> list[str]:
+    """The leading address of every line in the `keyword { ... }` blocks of a keepalived config
+    (virtual_ipaddress, virtual_ipaddress_excluded, unicast_peer)."""
     addresses = []
-    for block in re.finditer(r"\bvirtual_ipaddress\s*\{([^}]*)\}", config_text):
+    for block in re.finditer(rf"\b{keyword}\s*\{{([^}}]*)\}}", config_text):
         for line in block.group(1).splitlines():
             token = line.split("#", 1)[0].split()
             if token:
                 with contextlib.suppress(ValueError):
                     addresses.append(str(ipaddress.ip_interface(token[0]).ip))
     return addresses
+
+
+def virtual_addresses(config_text: str) -> list[str]:
+    """The addresses in the virtual_ipaddress blocks of a keepalived config (not _excluded)."""
+    return block_addresses(config_text, "virtual_ipaddress")
 
 
 class KeepalivedSupervisor:

@@ -47,7 +47,7 @@ import psutil
 
 from amphora_agent import iproute, netns
 from amphora_agent.config import AgentConfig, ConfigError, load_config
-from amphora_agent.keepalived import KeepalivedSupervisor
+from amphora_agent.keepalived import KeepalivedSupervisor, block_addresses
 from amphora_agent.processes import alive, wait_for
 
 VRRP_PROTOCOL = 112
@@ -96,22 +96,10 @@ def _family(address: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
 
 
-def _block_addresses(text: str, keyword: str) -> list[str]:
-    """The leading address of every line in the `keyword { ... }` blocks of text."""
-    found = []
-    for block in re.finditer(rf"\b{keyword}\s*\{{([^}}]*)\}}", text):
-        for line in block.group(1).splitlines():
-            token = line.split("#", 1)[0].split()
-            if token:
-                with contextlib.suppress(ValueError):
-                    found.append(str(ipaddress.ip_interface(token[0]).ip))
-    return found
-
-
 def parse_settings(config_text: str) -> VrrpSettings:
     """The handover's view of a keepalived.conf (Octavia's renders one vrrp_instance)."""
-    addresses = (_block_addresses(config_text, "virtual_ipaddress")
-                 + _block_addresses(config_text, "virtual_ipaddress_excluded"))
+    addresses = (block_addresses(config_text, "virtual_ipaddress")
+                 + block_addresses(config_text, "virtual_ipaddress_excluded"))
     intervals = [float(value) for value in re.findall(r"^\s*advert_int\s+([0-9.]+)\s*$",
                                                       config_text, re.MULTILINE)]
     router_ids = {int(value) for value in re.findall(r"^\s*virtual_router_id\s+(\d+)\s*$",
@@ -120,7 +108,7 @@ def parse_settings(config_text: str) -> VrrpSettings:
     return VrrpSettings(
         addresses=tuple(dict.fromkeys(addresses)),
         router_ids=frozenset(router_ids),
-        peers=frozenset(_block_addresses(config_text, "unicast_peer")),
+        peers=frozenset(block_addresses(config_text, "unicast_peer")),
         advert_int=max(intervals, default=DEFAULT_ADVERT_INT_S),
         interface=interface.group(1) if interface else None,
     )

@@ -25,7 +25,6 @@ from harness.observe.heartbeats import HeartbeatReceiver
 from harness.polling import poll_until
 from tests.support.api_errors import expect_error
 from tests.support.dataplane import ipv4_addresses
-from tests.support.lb_configs import answering_haproxy_config
 from tests.support.netns_lab import NetnsLab
 from tests.support.vrrp_pair import (
     CLIENT,
@@ -35,6 +34,7 @@ from tests.support.vrrp_pair import (
     VRRP_ID,
     VRRP_IPS,
     keepalived_config,
+    start_pair,
 )
 
 pytestmark = pytest.mark.netns
@@ -92,25 +92,8 @@ class Pair:
 @pytest.fixture
 def pair(agent_factory, lab) -> Pair:
     lb_id, listener_id = str(uuid.uuid4()), str(uuid.uuid4())
-    amphorae = []
-    for index, name in enumerate(("amp1", "amp2")):
-        namespace = lab.namespace(name)
-        agent = agent_factory(network_namespace=namespace, topology="ACTIVE_STANDBY")
-        port = lab.hot_plug()
-        agent.client.plug_vip(VIP, {"subnet_cidr": SUBNET, "gateway": GATEWAY,
-                                    "mac_address": port.mac, "vrrp_ip": VRRP_IPS[index],
-                                    "mtu": 1500, "host_routes": []})
-        agent.client.upload_config(lb_id, answering_haproxy_config(
-            agent.base_path, lb_id, listener_id, name, bind=f"{VIP}:{LISTEN_PORT}"))
-        agent.client.start(lb_id)
-        amphorae.append(Amphora(name, agent, namespace))
-    for index, amphora in enumerate(amphorae):
-        config = keepalived_config(amphora.agent.base_path, VRRP_IPS[index],
-                                   VRRP_IPS[1 - index], priority=100 - index * 10)
-        assert amphora.agent.client.upload_vrrp_config(config) == {"message": "OK"}
-    for amphora in amphorae:
-        answer = amphora.agent.client.vrrp_action("start")
-        assert answer == {"message": "OK", "details": "keepalived started"}
+    amphorae = [Amphora(node.name, node.agent, node.namespace)
+                for node in start_pair(agent_factory, lab, lb_id, listener_id, LISTEN_PORT)]
     return Pair(lab, tuple(amphorae), lb_id, lab.add_client(CLIENT))
 
 

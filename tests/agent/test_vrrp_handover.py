@@ -27,7 +27,6 @@ import pytest
 from amphora_agent import vrrp_handover
 from amphora_agent.iproute import ip_json
 from harness.polling import poll_until
-from tests.support.lb_configs import answering_haproxy_config
 from tests.support.netns_lab import NetnsLab, Port
 from tests.support.vrrp_pair import (
     CLIENT,
@@ -37,6 +36,7 @@ from tests.support.vrrp_pair import (
     VRRP_ID,
     VRRP_IPS,
     keepalived_config,
+    start_pair,
 )
 
 pytestmark = pytest.mark.netns
@@ -133,23 +133,8 @@ class Pair:
 @pytest.fixture
 def pair(agent_factory, lab) -> Pair:
     lb_id, listener_id = str(uuid.uuid4()), str(uuid.uuid4())
-    amphorae = []
-    for index, name in enumerate(("amp1", "amp2")):
-        namespace = lab.namespace(name)
-        agent = agent_factory(network_namespace=namespace, topology="ACTIVE_STANDBY")
-        port = lab.hot_plug()
-        agent.client.plug_vip(VIP, {"subnet_cidr": SUBNET, "gateway": GATEWAY,
-                                    "mac_address": port.mac, "vrrp_ip": VRRP_IPS[index],
-                                    "mtu": 1500, "host_routes": []})
-        agent.client.upload_config(lb_id, answering_haproxy_config(
-            agent.base_path, lb_id, listener_id, name, bind=f"{VIP}:{LISTEN_PORT}"))
-        agent.client.start(lb_id)
-        amphorae.append(Amphora(name, agent, namespace, port))
-    for index, amphora in enumerate(amphorae):
-        config = keepalived_config(amphora.agent.base_path, VRRP_IPS[index],
-                                   VRRP_IPS[1 - index], priority=100 - index * 10)
-        assert amphora.agent.client.upload_vrrp_config(config) == {"message": "OK"}
-        assert amphora.agent.client.vrrp_action("start")["details"] == "keepalived started"
+    amphorae = [Amphora(node.name, node.agent, node.namespace, node.port)
+                for node in start_pair(agent_factory, lab, lb_id, listener_id, LISTEN_PORT)]
     return Pair(lab, tuple(amphorae), lab.add_client(CLIENT))
 
 
