@@ -23,6 +23,10 @@ class ConfigError(ValueError):
     """The configuration file is unreadable or has a bad value."""
 
 
+# systemd's DefaultStartLimitIntervalSec, which Octavia's haproxy unit keeps (haproxy.StartLimit).
+START_LIMIT_INTERVAL_S = 10.0
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     amphora_id: str
@@ -45,6 +49,10 @@ class AgentConfig:
     max_request_body_bytes: int = 16 * 1024 * 1024
     # Ours: the keepalived binary.
     keepalived_cmd: str = "/usr/sbin/keepalived"
+    # Ours: the StartLimitIntervalSec of every load balancer's haproxy (5 starts within it and a
+    # crashing haproxy is left down). Tests of the limit set it long, so that a slow machine's 5
+    # starts still fall within it.
+    haproxy_start_limit_interval: float = START_LIMIT_INTERVAL_S
     # The file this config was read from; PUT /1.0/config rewrites it.
     source_file: Path | None = field(default=None, compare=False)
 
@@ -62,6 +70,9 @@ HEARTBEAT_INTERVAL_S = (0.1, 3600.0)
 REQUEST_READ_TIMEOUT_S = (1.0, 3600.0)
 # A whole body is held in memory; a limit below 1 KiB would refuse the smallest certificate.
 REQUEST_BODY_BYTES = (1024, 1024**3)
+# Below a second, 5 starts (each RestartSec and a haproxy -c after a crash) may never fall within
+# it, and a crash loop would go on for ever. A day is far beyond any crash loop.
+START_LIMIT_INTERVAL_RANGE_S = (1.0, 86400.0)
 MAX_CONTROLLERS = 64
 # A name `ip netns add` takes (it becomes a file in /run/netns).
 _NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -199,6 +210,10 @@ def parse_config(text: str, source_file: Path | None = None) -> AgentConfig:
             "max_request_body_bytes", REQUEST_BODY_BYTES),
         keepalived_cmd=str(_absolute_path(
             get("amphora_agent", "keepalived_cmd", defaults.keepalived_cmd), "keepalived_cmd")),
+        haproxy_start_limit_interval=_number(
+            get("amphora_agent", "haproxy_start_limit_interval",
+                defaults.haproxy_start_limit_interval),
+            "haproxy_start_limit_interval", START_LIMIT_INTERVAL_RANGE_S),
         source_file=source_file,
     )
 

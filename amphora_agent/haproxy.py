@@ -42,13 +42,15 @@ before.
 
 A haproxy that dies unexpectedly is started again by haproxy_restart.py, as systemd's
 Restart=always does for Octavia's haproxy unit; this module keeps the start history that bounds
-a crash loop (StartLimit below). /listeners reports a dead haproxy as ERROR until then.
+a crash loop (StartLimit below) and tells it, through change_hooks, when a start, reload or stop
+may have changed a master. /listeners reports a dead haproxy as ERROR until then.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import grp
 import hashlib
 import logging
@@ -62,11 +64,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from amphora_agent import netns
-from amphora_agent.config import AgentConfig
+from amphora_agent.config import START_LIMIT_INTERVAL_S, AgentConfig
 from amphora_agent.fsutil import atomic_write, write_text_if_changed
 from amphora_agent.haproxy_check_inputs import CheckInputs, check_inputs
 from amphora_agent.haproxy_config import (
@@ -108,9 +111,9 @@ HTTPCLIENT_UNREACHABLE_CONFIG = CHECK_ONLY_CONFIG
 HTTPCLIENT_DEFAULT_CONFIG = "global\n"
 
 # systemd's defaults for a unit that sets none (Octavia's haproxy unit sets none):
-# DefaultStartLimitIntervalSec=10s, DefaultStartLimitBurst=5. A unit started 5 times within
-# 10 s is not started again: it stays failed until someone starts it.
-START_LIMIT_INTERVAL_S = 10.0
+# DefaultStartLimitIntervalSec=10s (START_LIMIT_INTERVAL_S, in config.py: the agent's
+# haproxy_start_limit_interval), DefaultStartLimitBurst=5. A unit started 5 times within 10 s is
+# not started again: it stays failed until someone starts it.
 START_LIMIT_BURST = 5
 
 # Listener / load-balancer states as the Amphora API reports them.
@@ -209,6 +212,18 @@ class StartLimit:
             return True
 
 
+def _announced(action: Callable[..., None]) -> Callable[..., None]:
+    """A HaproxySupervisor action on one load balancer, followed by its change_hooks whatever
+    its outcome."""
+    @functools.wraps(action)
+    def announced(self: HaproxySupervisor, lb_id: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            action(self, lb_id, *args, **kwargs)
+        finally:
+            self._run_hooks(self.change_hooks, lb_id)
+    return announced
+
+
 class HaproxySupervisor:
     """Starts, stops, reloads and finds the haproxy of every load balancer.
 
@@ -225,7 +240,11 @@ class HaproxySupervisor:
         # Called with the lb id just before a reload or stop: the heartbeat accounts for the
         # running worker there and holds it, so deltas survive the worker being replaced.
         self.reload_hooks: list[Callable[[str], None]] = []
-        self.start_limit = StartLimit()
+        # Called with the lb id after every start, reload and stop (a delete stops), whether it
+        # succeeded or not: the master, or the controller's wish for it, may have changed
+        # (haproxy_restart.py then watches the masters afresh). Must not block.
+        self.change_hooks: list[Callable[[str], None]] = []
+        self.start_limit = StartLimit(interval=config.haproxy_start_limit_interval)
         # What the last successful check of each load balancer's config read (upload or
         # reload): a reload skips its check while that is unchanged (haproxy_check_inputs).
         self._checked: dict[str, CheckInputs] = {}
@@ -358,6 +377,7 @@ class HaproxySupervisor:
         if inputs is not None:
             self._checked[lb_id] = inputs
 
+    @_announced
     def start(self, lb_id: str, *, automatic: bool = False) -> None:
         """Start haproxy for a load balancer (nothing to do if it runs).
 
@@ -397,6 +417,7 @@ class HaproxySupervisor:
             self._wait_ready(lb_id, master, mark, START_TIMEOUT_S, "start")
         LOG.info("haproxy for %s started, master pid %s", lb_id, self.master_pid(lb_id))
 
+    @_announced
     def reload(self, lb_id: str) -> None:
         """Seamlessly reload a running haproxy on its current config."""
         master = self.master_process(lb_id)
@@ -404,7 +425,7 @@ class HaproxySupervisor:
             raise HaproxyError(f"haproxy for {lb_id} is not running")
         # Certificates may have changed since the upload was checked.
         self._check_unless_checked(lb_id)
-        self._run_hooks(lb_id)
+        self._run_hooks(self.reload_hooks, lb_id)
         self._save_server_state(lb_id)
         before = set(self.worker_pids(lb_id))
         # A master started by an agent without a notifier (-W) never says READY=1.
@@ -432,12 +453,13 @@ class HaproxySupervisor:
         elif not wait_for(new_worker_up, RELOAD_TIMEOUT_S):
             raise HaproxyError(f"haproxy for {lb_id} started no new worker after a reload")
 
+    @_announced
     def stop(self, lb_id: str) -> None:
         """Stop haproxy (hard stop, as systemd's stop does) and forget its pid file."""
         self.start_limit.reset(lb_id)
         master = self.master_process(lb_id)
         if master is not None:
-            self._run_hooks(lb_id)
+            self._run_hooks(self.reload_hooks, lb_id)
             survivors = terminate_tree(master, STOP_TIMEOUT_S)
             if survivors:
                 raise HaproxyError(f"haproxy processes {survivors} did not exit")
@@ -519,12 +541,13 @@ class HaproxySupervisor:
             LOG.warning("killing what an earlier haproxy left: %s", [p.pid for p in leftovers])
             terminate_all(leftovers, STOP_TIMEOUT_S)
 
-    def _run_hooks(self, lb_id: str) -> None:
-        for hook in self.reload_hooks:
+    @staticmethod
+    def _run_hooks(hooks: list[Callable[[str], None]], lb_id: str) -> None:
+        for hook in hooks:
             try:
                 hook(lb_id)
-            except Exception:  # a hook must never block a reload or stop
-                LOG.exception("reload hook %r failed for %s", hook, lb_id)
+            except Exception:  # a hook must never block a start, reload or stop
+                LOG.exception("hook %r failed for %s", hook, lb_id)
 
     def _save_server_state(self, lb_id: str) -> None:
         """Keep member health and weights across the reload (haproxy's server-state-file),

@@ -1,17 +1,43 @@
 """Pieces of the agent's haproxy handling without a process: systemd's start limit as the
-restarter applies it, the addresses of `bind` lines the agent announces, and which configs
-leave haproxy's HTTP client unreachable."""
+restarter applies it (and its interval option), the addresses of `bind` lines the agent
+announces, and which configs leave haproxy's HTTP client unreachable."""
 
 from __future__ import annotations
 
 import time
 
-from amphora_agent.haproxy import START_LIMIT_BURST, START_LIMIT_INTERVAL_S, StartLimit
+import pytest
+
+from amphora_agent.config import ConfigError, parse_config
+from amphora_agent.haproxy import (
+    START_LIMIT_BURST,
+    START_LIMIT_INTERVAL_S,
+    HaproxySupervisor,
+    StartLimit,
+)
 from amphora_agent.haproxy_config import httpclient_unreachable, parse_haproxy_config
+
+AGENT_SECTION = """[amphora_agent]
+amphora_id = 11111111-1111-1111-1111-111111111111
+agent_server_ca = /etc/octavia/certs/client_ca.pem
+agent_server_cert = /etc/octavia/certs/server.pem
+"""
 
 
 def test_systemd_defaults():
     assert (START_LIMIT_BURST, START_LIMIT_INTERVAL_S) == (5, 10.0)
+    config = parse_config(AGENT_SECTION)
+    assert config.haproxy_start_limit_interval == 10.0
+    limit = HaproxySupervisor(config).start_limit
+    assert (limit.burst, limit.interval) == (5, 10.0)
+
+
+def test_the_start_limit_interval_is_an_option_of_ours():
+    config = parse_config(AGENT_SECTION + "haproxy_start_limit_interval = 3600\n")
+    assert HaproxySupervisor(config).start_limit.interval == 3600.0
+    for bad in ("0", "0.5", "86401", "nan", "ten"):
+        with pytest.raises(ConfigError, match="haproxy_start_limit_interval"):
+            parse_config(AGENT_SECTION + f"haproxy_start_limit_interval = {bad}\n")
 
 
 def test_five_starts_within_the_interval_stop_automatic_restarts_for_good():
