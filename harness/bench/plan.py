@@ -2,13 +2,19 @@
 measures. (The metrics themselves, their units and floors: harness.bench.results.METRICS.)
 
 One run, in order (each step repeated; counts from BenchSettings):
+  0. with --agent ours,octavia, first the agent axis's API calls (harness.bench.agent_axis):
+     every API call to our agent and to Octavia's, both host processes, interleaved
+     (api_requests per call and agent);
   1. container_start_s and amphora_ready_s, interleaved (harness.bench.engine_timings): a bare
-     container of the amphora image, then an amphora booted until its agent answers;
+     container of the amphora image, then an amphora booted until its agent answers (repeats);
+     with --agent ours,octavia on the docker provider, then an amphora of Octavia's agent in a
+     second lab in each repetition too: amphora_ready_s[octavia] (systemd boots it: seconds);
   2. a SINGLE load balancer on the first amphora (one HTTP listener, one member), then
      agent_api_latency_ms, direct_rps / data_plane_rps, reload_under_load_errors,
-     config_push_to_serving_ms (harness.bench.single_lb);
-  0. with --agent ours,octavia, first the agent axis (harness.bench.agent_axis): every API call
-     to our agent and to Octavia's, both host processes, interleaved;
+     config_push_to_serving_ms (harness.bench.single_lb; push_repeats); with Octavia's agent
+     in the lab, the same load balancer (our controller creates it) on its first amphora, with
+     members of its lab, and the pushes take turns with ours: config_push_to_serving_ms[octavia].
+     Octavia's lab is then taken down;
   3. failover_downtime_s (harness.bench.failover): per repetition a fresh active/standby pair, a
      recorder sending a new connection through the VIP every 20 ms, then the MASTER hard-killed
      or gracefully stopped.
@@ -49,15 +55,16 @@ class BenchError(RuntimeError):
 @dataclass(frozen=True)
 class BenchSettings:
     mode: str
-    repeats: int  # container/amphora boots, and direct/VIP load runs
+    repeats: int  # container/amphora boots (each agent's), and direct/VIP load runs
     load_duration_s: int
     load_connections: int
     reload_runs: int
     reloads_per_run: int
-    push_repeats: int
+    push_repeats: int  # config pushes per load balancer (ours, and Octavia's agent's)
     api_requests: int
     failover_repeats: int  # per kind (hard kill, graceful stop)
-    # The agent axis (harness.bench.agent_axis) runs when Octavia's agent is among these.
+    # The agent axis (harness.bench.agent_axis) runs when Octavia's agent is among these: its
+    # API calls on this host, and (docker provider) its amphorae in a lab.
     agents: tuple[str, ...] = ("ours",)
 
 

@@ -122,16 +122,27 @@ class SingleLoadBalancer:
             self.samples.add("reload_under_load_errors", run.failed)
 
     def measure_config_push(self) -> None:
-        """Switch the pool between two members; time until new connections reach the new one."""
-        pool = self.lb.listeners[0].pools[0]
-        pushes = self.settings.push_repeats
-        for n in range(pushes):
-            target = self.members[(n + 1) % 2]
-            self.say(f"config push {n + 1}/{pushes}")
-            pool.members = [lb_member(target)]
-            started = time.monotonic()
-            self.controller.update()
-            wait_until(lambda t=target: ask(self.url).member == t.id, SERVING_TIMEOUT_S,
-                       f"push {n + 1}: an answer from {target.name}", PUSH_POLL_INTERVAL_S,
-                       BenchError)
-            self.samples.add("config_push_to_serving_ms", (time.monotonic() - started) * 1000)
+        measure_config_pushes({"config_push_to_serving_ms": self}, self.settings.push_repeats,
+                              self.samples, self.say)
+
+    def push_to_serving_ms(self, n: int) -> float:
+        """Push n: switch the pool to the other member; ms until a new connection through the
+        VIP reaches it."""
+        target = self.members[(n + 1) % 2]
+        self.lb.listeners[0].pools[0].members = [lb_member(target)]
+        started = time.monotonic()
+        self.controller.update()
+        wait_until(lambda: ask(self.url).member == target.id, SERVING_TIMEOUT_S,
+                   f"push {n + 1}: an answer from {target.name}", PUSH_POLL_INTERVAL_S,
+                   BenchError)
+        return (time.monotonic() - started) * 1000
+
+
+def measure_config_pushes(loadbalancers: dict[str, SingleLoadBalancer], pushes: int,
+                          samples: Samples, say: Callable[[str], None]) -> None:
+    """`pushes` pushes on each load balancer (metric key -> load balancer), taking turns push by
+    push, so that pair n met the same machine."""
+    for n in range(pushes):
+        for key, loadbalancer in loadbalancers.items():
+            say(f"config push {n + 1}/{pushes}" + (f" ({key})" if len(loadbalancers) > 1 else ""))
+            samples.add(key, loadbalancer.push_to_serving_ms(n))

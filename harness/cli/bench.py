@@ -37,8 +37,9 @@ def bench(args: argparse.Namespace) -> None:
     out_dir = bench_dir(args.out or console.RESULTS_DIR / "bench", settings.mode)
     with CONSOLE.status(f"bench ({settings.mode})") as spinner:
         def say(text: str) -> None:
-            CONSOLE.log(text)
-            spinner.update(f"bench {settings.mode}: {text}")
+            # Plain text: metric keys such as config_push_to_serving_ms[octavia] are no markup.
+            CONSOLE.log(escape(text))
+            spinner.update(f"bench {settings.mode}: {escape(text)}")
 
         runner = Bench(provider_of(args), settings, out_dir, say=say)
         results = runner.run()
@@ -85,14 +86,21 @@ def metrics_table(results: dict, comparisons: list) -> Table:
 
 
 def agents_table(rows: list[dict]) -> Table:
-    """The agent axis side by side: p50 of each call, and ours / Octavia's (same run)."""
-    table = Table(title="agent API p50, both agents on this host (ms)")
-    for column in ("call", "ours", "octavia", "ours / octavia"):
-        table.add_column(column, justify="left" if column == "call" else "right")
+    """The agent axis side by side: each measure's p50 for both agents, ours / Octavia's (same
+    run), where it was taken, and each one's ratio to a same-run reference where it has one."""
+    table = Table(title="our agent against Octavia's (p50)")
+    for column in ("measure", "where", "ours", "octavia", "ours / octavia", "x reference"):
+        table.add_column(column, justify="left" if column in ("measure", "where") else "right")
     for row in rows:
-        ratio = row["ratio"]
-        table.add_row(row["call"], _number(row["ours_p50_ms"]), _number(row["octavia_p50_ms"]),
-                      "" if ratio is None else f"{ratio:.2f}")
+        unit = row["unit"]
+        against = ""
+        if row.get("reference"):
+            against = (f"{row['ours_to_reference']:.2f} / {row['octavia_to_reference']:.2f} "
+                       f"x {escape(row['reference'])}")
+        table.add_row(escape(row["measure"]), row["where"],
+                      f"{_number(row['ours_p50'])} {unit}",
+                      f"{_number(row['octavia_p50'])} {unit}",
+                      "" if row["ratio"] is None else f"{row['ratio']:.2f}", against)
     return table
 
 
@@ -125,8 +133,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     measure.add_argument("--agent", type=agent_names, default=("ours",), metavar="LIST",
                          help="agents to measure: ours (default) or ours,octavia, which adds "
                          "the agent axis: every API call to our agent and to Octavia's own "
-                         "agent (from .venv-octavia), both on this host, interleaved, with "
-                         "the ratio")
+                         "agent (from .venv-octavia), both on this host, interleaved; and, "
+                         "with the docker provider, amphora readiness and config push on "
+                         "amphorae of Octavia's agent in a second lab, interleaved with ours; "
+                         "each with the ratio")
     measure.add_argument("--out", type=Path,
                          help="where result directories go (default: RESULTS-DIR/bench)")
     measure.set_defaults(func=bench)

@@ -1,21 +1,28 @@
 """The bench's arithmetic and files, without an engine: summaries, same-run ratios, the results
-file, baseline comparison, wrk's report, and the PNG plots. (Failover down time is the
+file, baseline comparison, wrk's report, the PNG plots, and the agent axis's table and turn
+taking (boots and pushes with fakes). (Failover down time is the
 timeline's: tests/components/test_traffic.py.)"""
 
 from __future__ import annotations
 
 import json
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from harness.bench.agent_axis import side_by_side
+from harness.bench import engine_timings
+from harness.bench.agent_axis import IN_LAB, ON_HOST, side_by_side
 from harness.bench.plots import plot_against_baseline, plot_latency
 from harness.bench.results import (
     SCHEMA,
     ResultsError,
+    Samples,
     agent_metric,
     compare,
+    lab_metric,
     metric_entries,
     ratio_samples,
     read_results,
@@ -23,6 +30,8 @@ from harness.bench.results import (
     summarize,
     write_results,
 )
+from harness.bench.run import agents_where
+from harness.bench.single_lb import measure_config_pushes
 from harness.bench.wrk import (
     WRK_PERCENTILES,
     WRK_REPORT_MARK,
@@ -166,7 +175,106 @@ def test_agent_axis_states_ours_per_call_against_octavias_same_run() -> None:
     assert metrics[agent_metric("ours", "info")]["ratio"]["samples"] == [0.2, 0.4, 0.15]
     assert metrics[agent_metric("octavia", "info")]["ratio"] is None
     assert side_by_side(metrics) == [
-        {"call": "info", "ours_p50_ms": 3.0, "octavia_p50_ms": 10.0, "ratio": 0.2}]
+        {"measure": "info", "where": ON_HOST, "unit": "ms", "ours_p50": 3.0,
+         "octavia_p50": 10.0, "ratio": 0.2}]
+
+
+def test_agent_axis_lab_rows_state_readiness_against_container_start() -> None:
+    ready, push = "amphora_ready_s", "config_push_to_serving_ms"
+    metrics = metric_entries({
+        "container_start_s": [0.5, 1.0],
+        ready: [1.0, 3.0], lab_metric("octavia", ready): [10.0, 20.0],
+        push: [80.0, 100.0, 90.0], lab_metric("octavia", push): [400.0, 200.0, 300.0],
+    })
+    assert lab_metric("ours", ready) == ready  # older results files compare with ours
+    octavia_ready = metrics["amphora_ready_s[octavia]"]
+    assert octavia_ready["reference"] == "container_start_s"
+    assert octavia_ready["ratio"]["samples"] == [20.0, 20.0]
+    readiness, pushes = side_by_side(metrics)
+    assert readiness == {
+        "measure": ready, "where": IN_LAB, "unit": "s", "ours_p50": 2.0, "octavia_p50": 15.0,
+        "ratio": statistics.median([0.1, 0.15]),  # boot n against boot n
+        "reference": "container_start_s", "ours_to_reference": 2.5,
+        "octavia_to_reference": 20.0}
+    # Pushes take turns: pair by pair (0.2, 0.5, 0.3); no same-run reference.
+    assert pushes == {"measure": push, "where": IN_LAB, "unit": "ms", "ours_p50": 90.0,
+                      "octavia_p50": 300.0, "ratio": 0.3}
+
+
+def test_octavias_lab_metrics_compare_by_their_basis_and_are_not_gated() -> None:
+    ready, push = lab_metric("octavia", "amphora_ready_s"), \
+        lab_metric("octavia", "config_push_to_serving_ms")
+    baseline = results_with({"container_start_s": [0.5], ready: [5.0], push: [100.0]})
+    slower = results_with({"container_start_s": [0.5], ready: [10.0], push: [300.0]})
+    by_key = {c.key: c for c in compare(slower, baseline, 0.25)}
+    assert by_key[ready].basis == "ratio to container_start_s"
+    assert by_key[ready].change == 2.0
+    assert by_key[push].basis == "median"
+    assert by_key[ready].regressed and by_key[push].regressed
+    assert regressions(compare(slower, baseline, 0.25)) == []  # Octavia's, not ours
+
+
+class FakeLoadBalancer:
+    def __init__(self, name: str, times: list[float], order: list[str]) -> None:
+        self.name, self.times, self.order = name, times, order
+
+    def push_to_serving_ms(self, n: int) -> float:
+        self.order.append(f"{self.name}{n}")
+        return self.times[n]
+
+
+def test_config_pushes_take_turns_push_by_push() -> None:
+    order: list[str] = []
+    samples = Samples()
+    push = "config_push_to_serving_ms"
+    measure_config_pushes({push: FakeLoadBalancer("ours", [1.0, 2.0], order),
+                           lab_metric("octavia", push): FakeLoadBalancer("octavia", [3.0, 4.0],
+                                                                         order)},
+                          2, samples, lambda _: None)
+    assert order == ["ours0", "octavia0", "ours1", "octavia1"]
+    assert samples.by_key == {push: [1.0, 2.0], lab_metric("octavia", push): [3.0, 4.0]}
+
+
+@dataclass
+class FakeAmphora:
+    node: str
+    ready_s: float
+
+
+class FakeLab:
+    def __init__(self, agent: str, order: list[str], killed: list[str]) -> None:
+        self.agent, self.order, self.booted = agent, order, 0
+        self.provider = SimpleNamespace(kill=killed.append)
+
+    def add_amphora(self) -> FakeAmphora:
+        self.booted += 1
+        self.order.append(f"{self.agent}{self.booted}")
+        return FakeAmphora(f"{self.agent}-node-{self.booted}", float(self.booted))
+
+
+def test_boots_interleave_octavias_amphorae_and_keep_each_agents_first(monkeypatch) -> None:
+    order: list[str] = []
+    killed: list[str] = []
+    monkeypatch.setattr(engine_timings, "bare_container_start",
+                        lambda lab, image, n: order.append(f"bare{n + 1}") or 0.5)
+    samples = Samples()
+    first = engine_timings.measure_boots(
+        FakeLab("ours", order, killed), "image", 2, samples, lambda _: None,
+        {"octavia": FakeLab("octavia", order, killed)})
+    assert order == ["bare1", "ours1", "octavia1", "bare2", "ours2", "octavia2"]
+    assert {agent: a.node for agent, a in first.items()} == {
+        "ours": "ours-node-1", "octavia": "octavia-node-1"}
+    assert killed == ["ours-node-2", "octavia-node-2"]
+    assert samples.by_key["amphora_ready_s[octavia]"] == [1.0, 2.0]
+    assert samples.by_key["container_start_s"] == [0.5, 0.5]
+
+
+def test_agents_where_says_which_measures_come_from_lab_amphorae() -> None:
+    both = agents_where(("ours", "octavia"), in_lab=True)
+    assert "processes on this host" in both and "second lab" in both
+    assert "amphora_ready_s" in both and "config_push_to_serving_ms" in both
+    assert "not booted" in agents_where(("ours", "octavia"), in_lab=False)
+    assert "no agent axis" in agents_where(("ours",), in_lab=False)
 
 
 def test_agent_axis_baseline_compares_the_ratio() -> None:
@@ -182,10 +290,19 @@ def test_agent_table_prints_each_call_with_its_ratio() -> None:
     from rich.console import Console
 
     console = Console(width=120, record=True)
-    console.print(agents_table([{"call": "upload", "ours_p50_ms": 81.0,
-                                 "octavia_p50_ms": 261.0, "ratio": 0.29}]))
-    [row] = [line for line in console.export_text().splitlines() if "upload" in line]
-    assert [cell.strip() for cell in row.split("│")[1:5]] == ["upload", "81", "261", "0.29"]
+    console.print(agents_table([
+        {"measure": "upload", "where": ON_HOST, "unit": "ms", "ours_p50": 81.0,
+         "octavia_p50": 261.0, "ratio": 0.29},
+        {"measure": "amphora_ready_s", "where": IN_LAB, "unit": "s", "ours_p50": 1.2,
+         "octavia_p50": 14.0, "ratio": 0.09, "reference": "container_start_s",
+         "ours_to_reference": 3.2, "octavia_to_reference": 37.0}]))
+    lines = console.export_text().splitlines()
+    [upload] = [line for line in lines if "upload" in line]
+    assert [cell.strip() for cell in upload.split("│")[1:7]] == [
+        "upload", ON_HOST, "81 ms", "261 ms", "0.29", ""]
+    [ready] = [line for line in lines if "amphora_ready_s" in line]
+    assert [cell.strip() for cell in ready.split("│")[1:7]] == [
+        "amphora_ready_s", IN_LAB, "1.2 s", "14 s", "0.09", "3.20 / 37.00 x container_start_s"]
 
 
 def test_agent_option_takes_ours_and_octavia(capsys) -> None:
