@@ -1,4 +1,5 @@
-"""PNG plots of bench results: latency distributions, and results against a baseline.
+"""PNG plots of bench results: latency distributions, our agent against Octavia's, and results
+against a baseline.
 
 (The failover timelines are harness.observe.plots.plot_timeline's.) Everything is drawn from a
 results
@@ -63,6 +64,36 @@ def plot_latency(results: dict[str, Any], path: Path) -> Path:
     fig.suptitle(f"amphora-harness bench {results.get('mode', '')} {results.get('started', '')}")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_agents(table: Sequence[dict[str, Any]], path: Path) -> Path:
+    """One bar per measure of the agent axis (results' agents.table): the median of the per-pair
+    ratio ours / Octavia's on a log scale, left of 1 where ours is faster; each bar names both
+    agents' p50 and where the measure was taken (host processes or lab amphorae)."""
+    fig = Figure(figsize=(10, 0.5 * max(len(table), 3) + 1.5), dpi=110)
+    ax = fig.subplots()
+    ratios = [row["ratio"] for row in table]
+    ax.barh(range(len(table)), [math.log(r) for r in ratios],
+            color=["tab:green" if r <= 1 else "tab:red" for r in ratios])
+    ax.set_yticks(range(len(table)), [
+        f"{row['measure']} ({row['where']}): {_p50(row['ours_p50'], row['unit'])} vs "
+        f"{_p50(row['octavia_p50'], row['unit'])}" for row in table], fontsize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    logs = [math.log(r) for r in ratios]
+    ax.set_xlim(min([*logs, -math.log(2)]) * 1.15, max([*logs, math.log(2)]) * 1.15)
+    ticks = [t for t in (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4)
+             if ax.get_xlim()[0] <= math.log(t) <= ax.get_xlim()[1]]
+    ax.set_xticks([math.log(t) for t in ticks], [f"x{t:.3g}" for t in ticks])
+    ax.invert_yaxis()
+    ax.set_xlabel("ours / Octavia's (median of per-pair ratios; left = ours faster)")
+    ax.set_title("our agent against Octavia's own agent (p50: ours vs Octavia's)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _p50(value: float, unit: str) -> str:
+    # Three significant digits, without an exponent for the seconds-long pushes in ms.
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
 
 
 def plot_against_baseline(comparisons: Sequence[Comparison], threshold: float,

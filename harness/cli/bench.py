@@ -20,7 +20,7 @@ REGRESSION_EXIT = 3
 def bench(args: argparse.Namespace) -> None:
     # Imported here: matplotlib and the bench's machinery cost every other command a second.
     from harness.bench.plan import FULL, QUICK
-    from harness.bench.plots import plot_against_baseline, plot_latency
+    from harness.bench.plots import plot_against_baseline, plot_agents, plot_latency
     from harness.bench.results import (
         compare,
         comparisons_json,
@@ -44,6 +44,8 @@ def bench(args: argparse.Namespace) -> None:
         runner = Bench(provider_of(args), settings, out_dir, say=say)
         results = runner.run()
     plots = [plot_latency(results, out_dir / "latency.png"), *runner.save_timelines()]
+    if results["agents"]["table"]:
+        plots.append(plot_agents(results["agents"]["table"], out_dir / "agents.png"))
     comparisons = []
     if baseline is not None:
         comparisons = compare(results, baseline, args.threshold)

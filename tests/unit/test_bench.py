@@ -15,7 +15,7 @@ import pytest
 
 from harness.bench import engine_timings
 from harness.bench.agent_axis import IN_LAB, ON_HOST, side_by_side
-from harness.bench.plots import plot_against_baseline, plot_latency
+from harness.bench.plots import plot_against_baseline, plot_agents, plot_latency
 from harness.bench.results import (
     SCHEMA,
     ResultsError,
@@ -151,9 +151,15 @@ def test_plots_are_png_files(tmp_path: Path) -> None:
                    for target, factor in (("direct", 1.0), ("vip", 2.0))])
     baseline = results_with({"direct_rps": [1000.0], "data_plane_rps": [900.0],
                              "reload_under_load_errors": [0.0]})
+    agents = side_by_side(metric_entries({
+        agent_metric("ours", "info"): [2.0, 4.0], agent_metric("octavia", "info"): [40.0, 50.0],
+        "config_push_to_serving_ms": [90.0, 200.0],
+        lab_metric("octavia", "config_push_to_serving_ms"): [1500.0, 100.0]}))
+    assert [row["ratio"] > 1 for row in agents] == [False, True]  # one bar each side of x1
     for path in (plot_latency(current, tmp_path / "latency.png"),
                  plot_against_baseline(compare(current, baseline, 0.25), 0.25,
-                                       tmp_path / "baseline.png")):
+                                       tmp_path / "baseline.png"),
+                 plot_agents(agents, tmp_path / "agents.png")):
         data = path.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
 
