@@ -175,8 +175,8 @@ def agents_where(agents: tuple[str, ...], in_lab: bool) -> str:
             "127.0.0.1, one lab PKI, the driver's client; calls interleaved one for one "
             "(harness.bench.host_agents)")
     if not in_lab:
-        return host + f"; amphorae of Octavia's agent were not booted (they need the " \
-                      f"{LAB_PROVIDER} provider)"
+        return (host + "; amphorae of Octavia's agent were not booted (they need the "
+                f"{LAB_PROVIDER} provider)")
     return host + ("; amphora_ready_s and config_push_to_serving_ms: lab amphorae (docker "
                    "containers), ours in the bench's lab (our image), Octavia's in a second lab "
                    "(Octavia's image, systemd as PID 1), boots interleaved with the bare "

@@ -130,22 +130,19 @@ def test_every_master_is_watched_whoever_started_it(running_lb):
     start through the API made: each is started again when it is killed."""
     agent, lb = running_lb
     client = agent.client
-    restarted = new_master(agent, lb.lb_id, kill_master(agent, lb.lb_id))
-    assert restarted is not None, agent.log()
-    killed = kill_master(agent, lb.lb_id)  # the agent's own restart
-    assert new_master(agent, lb.lb_id, killed) is not None, agent.log()
-    assert poll_until(lambda: serves(lb.port), RESTART_TIMEOUT_S)
 
+    def killed_master_comes_back() -> None:
+        killed = kill_master(agent, lb.lb_id)
+        assert new_master(agent, lb.lb_id, killed) is not None, agent.log()
+        assert poll_until(lambda: serves(lb.port), RESTART_TIMEOUT_S)
+
+    killed_master_comes_back()  # the API's start made it
+    killed_master_comes_back()  # the agent's own restart made it
     client.reload(lb.lb_id)
-    killed = kill_master(agent, lb.lb_id)
-    assert new_master(agent, lb.lb_id, killed) is not None, agent.log()
-    assert poll_until(lambda: serves(lb.port), RESTART_TIMEOUT_S)
-
+    killed_master_comes_back()
     client.stop(lb.lb_id)
     client.start(lb.lb_id)
-    killed = kill_master(agent, lb.lb_id)
-    assert new_master(agent, lb.lb_id, killed) is not None, agent.log()
-    assert poll_until(lambda: serves(lb.port), RESTART_TIMEOUT_S)
+    killed_master_comes_back()
     assert agent.log().count("exited unexpectedly; starting it again") == 4
 
 
