@@ -13,8 +13,10 @@ One run, in order (each step repeated; counts from BenchSettings):
      agent_api_latency_ms, direct_rps / data_plane_rps, reload_under_load_errors,
      config_push_to_serving_ms (harness.bench.single_lb; push_repeats); with Octavia's agent
      in the lab, the same load balancer (our controller creates it) on its first amphora, with
-     members of its lab, and the pushes take turns with ours: config_push_to_serving_ms[octavia].
-     Octavia's lab is then taken down;
+     members of its lab, and the pushes take turns with ours: config_push_to_serving_ms[octavia];
+     then agent_pss_mib, the agent's memory on that amphora (and agent_pss_mib[octavia] on
+     Octavia's, read in turn; harness.bench.agent_memory; repeats). Octavia's lab is then taken
+     down;
   3. failover_downtime_s (harness.bench.failover): per repetition a fresh active/standby pair, a
      recorder sending a new connection through the VIP every 20 ms, then the MASTER hard-killed
      or gracefully stopped.

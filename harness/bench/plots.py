@@ -68,8 +68,8 @@ def plot_latency(results: dict[str, Any], path: Path) -> Path:
 
 def plot_agents(table: Sequence[dict[str, Any]], path: Path) -> Path:
     """One bar per measure of the agent axis (results' agents.table): the median of the per-pair
-    ratio ours / Octavia's on a log scale, left of 1 where ours is faster; each bar names both
-    agents' p50 and where the measure was taken (host processes or lab amphorae)."""
+    ratio ours / Octavia's on a log scale, left of 1 where ours is faster (or smaller); each bar
+    names both agents' p50 and where the measure was taken (host processes or lab amphorae)."""
     fig = Figure(figsize=(10, 0.5 * max(len(table), 3) + 1.5), dpi=110)
     ax = fig.subplots()
     ratios = [row["ratio"] for row in table]
@@ -85,7 +85,7 @@ def plot_agents(table: Sequence[dict[str, Any]], path: Path) -> Path:
              if ax.get_xlim()[0] <= math.log(t) <= ax.get_xlim()[1]]
     ax.set_xticks([math.log(t) for t in ticks], [f"x{t:.3g}" for t in ticks])
     ax.invert_yaxis()
-    ax.set_xlabel("ours / Octavia's (median of per-pair ratios; left = ours faster)")
+    ax.set_xlabel("ours / Octavia's (median of per-pair ratios; left = ours faster or smaller)")
     ax.set_title("our agent against Octavia's own agent (p50: ours vs Octavia's)")
     fig.tight_layout()
     return _save(fig, path)

@@ -101,7 +101,7 @@ for _call, _what in AGENT_CALL_DESCRIPTIONS.items():
 # The agent axis's lab metrics (harness.bench.agent_axis): the same measurement on amphorae of
 # Octavia's agent, in a lab of their own, interleaved with ours. Ours keep their plain keys (older
 # results files compare with them); Octavia's carry the agent: lab_metric("octavia", metric).
-LAB_AGENT_METRICS = ("amphora_ready_s", "config_push_to_serving_ms")
+LAB_AGENT_METRICS = ("amphora_ready_s", "config_push_to_serving_ms", "agent_pss_mib")
 
 
 def lab_metric(agent: str, metric: str) -> str:
@@ -112,6 +112,12 @@ METRICS[lab_metric("octavia", "amphora_ready_s")] = MetricSpec(
     "s", "lower", 0.05, "boot an amphora of Octavia's own agent (systemd as PID 1) until GET "
     "/1.0/info answers over mutual TLS; booted interleaved with the bare containers and our "
     "amphorae", reference="container_start_s", gated=False)
+METRICS["agent_pss_mib"] = MetricSpec(
+    "MiB", "lower", 1.0, "the agent's processes' proportional set size, summed, on the bench's "
+    "amphora once it has served its load balancer's pushes (harness.bench.agent_memory)")
+METRICS[lab_metric("octavia", "agent_pss_mib")] = MetricSpec(
+    "MiB", "lower", 1.0, "agent_pss_mib of Octavia's own agent (its amphora-agent.service), "
+    "on its amphora after its pushes, read in turn with ours", gated=False)
 METRICS[lab_metric("octavia", "config_push_to_serving_ms")] = MetricSpec(
     "ms", "lower", 5.0, "config_push_to_serving_ms on an amphora of Octavia's own agent (its "
     "load balancer created by our controller, as the suites' --agent octavia do), pushes "

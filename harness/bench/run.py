@@ -28,6 +28,7 @@ from harness.bench.agent_axis import (
     octavia_lab,
     side_by_side,
 )
+from harness.bench.agent_memory import measure_agent_memory
 from harness.bench.engine_timings import measure_boots
 from harness.bench.plan import FAILOVER_KINDS, BenchSettings
 from harness.bench.results import SCHEMA, Samples, metric_entries
@@ -113,10 +114,13 @@ class Bench:
                                               ("haproxy_version", "api_version")}
             measure_push_against_octavia(others[OCTAVIA], first[OCTAVIA], single,
                                          self.settings, self.samples, self.say)
-            # Its part is done: its amphora and members leave the CPU to the failovers.
-            others[OCTAVIA].down()
         else:
             single.measure_config_push()
+        measure_agent_memory(self.provider, first, self.settings.repeats, self.samples,
+                             self.say)
+        if OCTAVIA in others:
+            # Its part is done: its amphora and members leave the CPU to the failovers.
+            others[OCTAVIA].down()
         self.load_runs = single.load_runs
         # The single amphora's part is done; its CPU is the pairs' now.
         self.provider.kill(amphora.node)
@@ -177,11 +181,12 @@ def agents_where(agents: tuple[str, ...], in_lab: bool) -> str:
     if not in_lab:
         return (host + "; amphorae of Octavia's agent were not booted (they need the "
                 f"{LAB_PROVIDER} provider)")
-    return host + ("; amphora_ready_s and config_push_to_serving_ms: lab amphorae (docker "
-                   "containers), ours in the bench's lab (our image), Octavia's in a second lab "
-                   "(Octavia's image, systemd as PID 1), boots interleaved with the bare "
-                   "containers and ours, pushes one for one with ours, both load balancers "
-                   "created by our controller")
+    return host + ("; amphora_ready_s, config_push_to_serving_ms and agent_pss_mib: lab "
+                   "amphorae (docker containers), ours in the bench's lab (our image), "
+                   "Octavia's in a second lab (Octavia's image, systemd as PID 1), boots "
+                   "interleaved with the bare containers and ours, pushes one for one with ours, "
+                   "both load balancers created by our controller, memory read in turn after "
+                   "the pushes")
 
 
 def bench_dir(root: Path, mode: str) -> Path:
