@@ -116,21 +116,24 @@ def _partition(lab: FaultLab, amphorae: Sequence[LabAmphora],
                _options: Mapping[str, Any]) -> Fault:
     a, b = amphorae
     rules = partition_rules(vip_port(a).mac_address, vip_port(b).mac_address)
-    return BridgeRules(lab.id, f"partition {a.name} | {b.name}", rules)
+    return BridgeRules(lab.id, f"partition {a.name} | {b.name}", rules,
+                       lab.provider.host_shell(lab.id))
 
 
 def _loss(lab: FaultLab, amphorae: Sequence[LabAmphora], options: Mapping[str, Any]) -> Fault:
     amphora, percent, spare_vrrp = amphorae[0], options["percent"], options["spare_vrrp"]
     rules = loss_rules(vip_port(amphora).mac_address, percent, spare_vrrp=spare_vrrp)
     what = " (VRRP spared)" if spare_vrrp else ""
-    return BridgeRules(lab.id, f"{percent}% loss at {amphora.name}{what}", rules)
+    return BridgeRules(lab.id, f"{percent}% loss at {amphora.name}{what}", rules,
+                       lab.provider.host_shell(lab.id))
 
 
 def _advert_loss(lab: FaultLab, amphorae: Sequence[LabAmphora],
                  options: Mapping[str, Any]) -> Fault:
     amphora, lost, every = amphorae[0], options["lost"], options["every"]
     rules = advert_loss_rules(vip_port(amphora).mac_address, lost, every)
-    return BridgeRules(lab.id, f"{lost} of {every} adverts of {amphora.name} lost", rules)
+    return BridgeRules(lab.id, f"{lost} of {every} adverts of {amphora.name} lost", rules,
+                       lab.provider.host_shell(lab.id))
 
 
 def _delay(lab: FaultLab, amphorae: Sequence[LabAmphora], options: Mapping[str, Any]) -> Fault:

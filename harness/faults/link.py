@@ -17,6 +17,7 @@ import itertools
 import json
 
 from harness.faults.base import Fault, FaultError
+from harness.lab.host_shell import THIS_HOST, HostShell
 from harness.lab.host_tables import nft, table_name
 
 IP_PROTOCOL_VRRP = 112
@@ -55,14 +56,15 @@ def advert_loss_rules(mac: str, lost: int, every: int) -> dict[str, list[str]]:
 
 class BridgeRules(Fault):
     """Frame-dropping rules on the host's bridges, in a table of their own; every rule counts
-    what it dropped."""
+    what it dropped. shell: where nft runs, the host of the lab's bridges
+    (Provider.host_shell)."""
 
     def __init__(self, lab_id: str, description: str, rules: dict[str, list[str]],
-                 namespace: str | None = None) -> None:
+                 shell: HostShell = THIS_HOST) -> None:
         self.description = description
         self.table = table_name(lab_id, str(next(_table_numbers)))
         self.rules = rules
-        self.namespace = namespace
+        self.shell = shell
 
     def script(self) -> str:
         """The nft script that creates the table: one base chain per hook."""
@@ -75,18 +77,18 @@ class BridgeRules(Fault):
         return f"table bridge {self.table} {{\n{''.join(chains)}}}\n"
 
     def apply(self) -> None:
-        result = nft(["-f", "-"], self.script(), self.namespace)
+        result = nft([self.script()], self.shell)
         if result.returncode != 0:
             raise FaultError(f"nft: {result.stderr.strip()}")
 
     def heal(self) -> None:
-        result = nft(["delete", "table", "bridge", self.table], namespace=self.namespace)
+        result = nft(["delete", "table", "bridge", self.table], self.shell)
         if result.returncode != 0 and "No such file" not in result.stderr:
             raise FaultError(f"nft: {result.stderr.strip()}")
 
     def dropped(self) -> int:
         """Frames the rules have dropped so far (0 once healed)."""
-        result = nft(["-j", "list", "table", "bridge", self.table], namespace=self.namespace)
+        result = nft(["-j", "list", "table", "bridge", self.table], self.shell)
         if result.returncode != 0:
             return 0
         total = 0

@@ -114,6 +114,7 @@ def collect_leftovers(provider: Provider, *, include_kept: bool = True,
     existing = frozenset(lab.lab_id for lab in labs_on_host(provider))
     for workdir in orphaned_workdirs(existing, everything=everything):
         shutil.rmtree(workdir, ignore_errors=True)
-    # Host tables (link faults) of every lab that no longer exists, under any provider.
+    # Host tables (link faults) of every lab that no longer exists, under any provider. (An
+    # engine elsewhere holds its labs' tables on its own host: its teardown above took them.)
     remove_lab_tables(keep=existing)
     return removed

@@ -1,25 +1,27 @@
 """The lab's nftables tables on the host: tables of the `bridge` family whose names carry the id
 of the lab they belong to.
 
-Link faults (harness.faults) drop frames with rules in such tables. They live on the host, not
-in the provider's engine, so the provider's teardown does not see them: the lab removes its own
-at teardown, and gc removes those of every lab that no longer exists, so a crashed run leaves
-none behind.
+Link faults (harness.faults) drop frames with rules in such tables. They live on the host of
+the lab's engine, not in the engine's objects, so removing those does not remove them: the lab
+removes its own at teardown, and gc removes those of every lab that no longer exists, so a
+crashed run leaves none behind. Every function here takes the shell of that host
+(harness.lab.host_shell): this one's by default; an engine elsewhere removes a lab's tables in
+its own teardown (harness.lab.providers.fault_node).
 """
 
 from __future__ import annotations
 
 import subprocess
 
+from harness.lab.host_shell import THIS_HOST, HostShell
+
 TABLE_PREFIX = "amphora_harness_"
 
 
-def nft(args: list[str], script: str | None = None,
-        namespace: str | None = None) -> subprocess.CompletedProcess[str]:
-    """nft on the host, or inside `namespace` when the lab's bridges live in one."""
-    prefix = ["ip", "netns", "exec", namespace] if namespace else []
-    return subprocess.run([*prefix, "nft", *args], input=script, text=True,
-                          capture_output=True, check=False)
+def nft(args: list[str], shell: HostShell = THIS_HOST) -> subprocess.CompletedProcess[str]:
+    """nft in the namespace of the lab's bridges. A script is one argument: nft reads it as it
+    reads a file, and no shell needs a standard input."""
+    return shell.run(["nft", *args])
 
 
 def table_name(lab_id: str, suffix: str) -> str:
@@ -29,9 +31,9 @@ def table_name(lab_id: str, suffix: str) -> str:
     return f"{TABLE_PREFIX}{lab_id}_{suffix}"
 
 
-def lab_tables(namespace: str | None = None) -> dict[str, str]:
+def lab_tables(shell: HostShell = THIS_HOST) -> dict[str, str]:
     """The lab tables on the host: table name -> the id of the lab it belongs to."""
-    listed = nft(["list", "tables", "bridge"], namespace=namespace)
+    listed = nft(["list", "tables", "bridge"], shell)
     tables = {}
     for line in listed.stdout.splitlines():
         words = line.split()
@@ -42,12 +44,12 @@ def lab_tables(namespace: str | None = None) -> dict[str, str]:
 
 
 def remove_lab_tables(lab_id: str | None = None, *, keep: frozenset[str] = frozenset(),
-                      namespace: str | None = None) -> list[str]:
+                      shell: HostShell = THIS_HOST) -> list[str]:
     """Delete the tables of one lab (of every lab whose id is not in `keep` when lab_id is
     None, which is what gc does). Returns the names removed."""
     removed = []
-    for table, owner in lab_tables(namespace).items():
+    for table, owner in lab_tables(shell).items():
         if (owner == lab_id) if lab_id else (owner not in keep):
-            nft(["delete", "table", "bridge", table], namespace=namespace)
+            nft(["delete", "table", "bridge", table], shell)
             removed.append(table)
     return removed

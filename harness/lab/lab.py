@@ -188,6 +188,7 @@ class Lab:
             if self.relay_node is not None:
                 for network in self._address_blocks():
                     reach.unroute(network)
+                self.relay_node.relay.close()
             if not self.keep:
                 self.provider.teardown(self.id)
                 remove_lab_tables(self.id)  # link faults a failed run left on the host

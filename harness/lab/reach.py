@@ -5,7 +5,8 @@ addresses on this host, and the harness connects straight to its nodes. A lab on
 elsewhere (another machine, or a network namespace of its own) is reached only through that
 engine's API: a relay process in a lab node (the lab's gateway node, on all three networks) opens
 each TCP connection from inside the lab, and its standard input and output, attached through the
-API's exec stream, carry the bytes. `route(network, relay)` sends every connection to addresses
+API's exec stream, carry the bytes of every connection at once (harness.lab.mux: one exec per
+lab, not one per connection). `route(network, relay)` sends every connection to addresses
 in network that way; `connect` and every HTTP client of this process (requests, through urllib3)
 then follow the routes, so the agent client, probes and fixtures need not know where a lab is.
 Datagrams to the lab's side of the harness (heartbeats) go the other way: a UDP listener in the
@@ -20,37 +21,14 @@ import queue
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from typing import Protocol
 
 import urllib3.util.connection
-from docker.utils.socket import STDERR, STDOUT, frames_iter
 
-# Runs in the gateway node (python3 of the member image): connect to argv[1]:argv[2] within
-# argv[3] seconds, say so with one b"+" on stdout (or "<errno> <reason>" on stderr and exit 1),
-# then copy stdin to the connection and the connection to stdout. EOF on stdin half-closes the
-# connection, so a client's shutdown reaches the server as it would over TCP.
-RELAY_PROGRAM = """
-import os, socket, sys, threading
-try:
-    peer = socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3]))
-except OSError as exc:
-    sys.stderr.write(f"{exc.errno or 110} {exc.strerror or exc}")
-    sys.exit(1)
-peer.settimeout(None)
-out = sys.stdout.buffer
-out.write(b"+")
-out.flush()
-def upstream():
-    while data := os.read(0, 65536):
-        peer.sendall(data)
-    peer.shutdown(socket.SHUT_WR)
-threading.Thread(target=upstream, daemon=True).start()
-while data := peer.recv(65536):
-    out.write(data)
-    out.flush()
-"""
+from harness.lab.mux import ExecStream, Multiplexer, StdoutReader, close_stream, raw_socket
+
 # Runs in the gateway node: bind UDP to argv[1] (any port), print the port as one line, then
 # write each datagram as <sender length: 2 bytes><length: 4 bytes><"ip port"><datagram>. It ends
 # when its stdin does (the harness closed the stream).
@@ -73,38 +51,36 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 CHUNK = 65536
 
 
-class ExecStream(Protocol):
-    """What an engine's attached exec gives: the socket-like object docker-py returns."""
-
-    def fileno(self) -> int: ...
-
-
 class Relay:
-    """Opens connections from inside a lab by running RELAY_PROGRAM through open_stream, which
-    starts argv in the gateway node and returns its attached, multiplexed exec stream."""
+    """Opens connections from inside a lab: open_stream starts argv in the gateway node and
+    returns its attached, multiplexed exec stream. One stream (harness.lab.mux) carries every
+    connection; it is started on the first and again after it ended (the engine restarted, the
+    node was replaced), and close() ends it."""
 
     def __init__(self, open_stream: Callable[[list[str]], ExecStream], source: IPv4Address):
         self._open_stream = open_stream
         self.source = source  # the gateway node's VIP-network address: what members see
+        self._lock = threading.Lock()
+        self._multiplexer: Multiplexer | None = None
 
     def connect(self, address: str, port: int, timeout: float | None = None) -> socket.socket:
         """A connected socket to address:port, opened in the lab. Raises OSError as a direct
         connect would (ConnectionRefusedError, TimeoutError, ...)."""
         limit = timeout if isinstance(timeout, int | float) else DEFAULT_CONNECT_TIMEOUT_S
-        stream = self._open_stream(["python3", "-c", RELAY_PROGRAM, address, str(port),
-                                    str(limit)])
-        frames = frames_iter(stream, tty=False)
-        kind, data = next(frames, (STDERR, b"110 the relay ended without a word"))
-        if kind != STDOUT or not data.startswith(b"+"):
-            _close(stream)
-            raise _connect_error(data, f"{address}:{port}")
-        local, inner = socket.socketpair()
-        if len(data) > 1:
-            inner.sendall(data[1:])
-        threading.Thread(target=_pump, args=(frames, inner, stream), daemon=True,
-                         name=f"relay to {address}:{port}").start()
+        with self._lock:
+            if self._multiplexer is None or self._multiplexer.ended.is_set():
+                self._multiplexer = Multiplexer(self._open_stream)
+            multiplexer = self._multiplexer
+        local = multiplexer.connect(address, port, limit)
         local.settimeout(timeout if isinstance(timeout, int | float) else None)
         return local
+
+    def close(self) -> None:
+        """End the stream and every connection on it (the lab goes down)."""
+        with self._lock:
+            multiplexer, self._multiplexer = self._multiplexer, None
+        if multiplexer is not None:
+            multiplexer.close()
 
     def datagrams(self, address: str) -> RelayedDatagrams:
         """UDP datagrams to address (one of the gateway node's), received there."""
@@ -147,10 +123,10 @@ class RelayedDatagrams:
 
     def __init__(self, open_stream: Callable[[list[str]], ExecStream], address: str) -> None:
         self._stream = open_stream(["python3", "-c", UDP_LISTENER_PROGRAM, address])
-        self._output = _StdoutReader(frames_iter(self._stream, tty=False))
+        self._output = StdoutReader(self._stream)
         port = self._output.line()
         if not port.isdigit():
-            _close(self._stream)
+            close_stream(self._stream)
             reason = port or self._output.errors.decode(errors="replace")[-300:] or "it ended"
             raise OSError(errno.EADDRNOTAVAIL, f"no UDP listener on {address} in the lab: "
                           f"{reason}")
@@ -179,80 +155,8 @@ class RelayedDatagrams:
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            _raw(self._stream).shutdown(socket.SHUT_WR)  # its stdin ends: it exits
-        _close(self._stream)
-
-
-class _StdoutReader:
-    """Bytes of a relay program's stdout frames, read by length or by line."""
-
-    def __init__(self, frames: Iterator[tuple[int, bytes]]) -> None:
-        self._frames = frames
-        self._buffer = bytearray()
-        self.errors = bytearray()  # what it wrote on stderr, for a readable failure
-
-    def _fill(self) -> None:
-        for kind, data in self._frames:
-            if kind == STDOUT:
-                self._buffer += data
-                return
-            self.errors += data
-        raise EOFError
-
-    def exactly(self, count: int) -> bytes:
-        while len(self._buffer) < count:
-            self._fill()
-        taken = bytes(self._buffer[:count])
-        del self._buffer[:count]
-        return taken
-
-    def line(self) -> str:
-        with contextlib.suppress(EOFError):
-            while b"\n" not in self._buffer:
-                self._fill()
-            end = self._buffer.index(b"\n") + 1
-            return self.exactly(end).decode().strip()
-        return ""
-
-
-def _connect_error(text: bytes, target: str) -> OSError:
-    code, _, reason = text.decode(errors="replace").partition(" ")
-    number = int(code) if code.isdigit() else errno.EHOSTUNREACH
-    # OSError(errno, ...) is built as its subclass: ConnectionRefusedError, TimeoutError, ...
-    return OSError(number, f"{reason or 'no connection'} (to {target}, through the lab's relay)")
-
-
-def _raw(stream: ExecStream):
-    """The socket under docker-py's SocketIO wrapper (unix, tcp), or the object itself."""
-    return getattr(stream, "_sock", stream)
-
-
-def _close(stream: ExecStream) -> None:
-    with contextlib.suppress(OSError):
-        _raw(stream).close()
-
-
-def _pump(frames: Iterator[tuple[int, bytes]], inner: socket.socket,
-          stream: ExecStream) -> None:
-    """Both ways until both ended, then let go of our end of the pair and of the stream."""
-    back = threading.Thread(target=_downstream, args=(frames, inner), daemon=True)
-    back.start()
-    _copy(inner, _raw(stream))  # EOF here closes the relay's stdin: a half-close
-    back.join()
-    inner.close()
-    _close(stream)
-
-
-def _downstream(frames: Iterator[tuple[int, bytes]], inner: socket.socket) -> None:
-    """The relay's stdout into our end of the pair; its stderr after connecting means the
-    connection broke (a reset), which the caller sees as the pair closing."""
-    with contextlib.suppress(OSError):
-        for kind, data in frames:
-            if kind != STDOUT:
-                break
-            inner.sendall(data)
-    with contextlib.suppress(OSError):
-        inner.shutdown(socket.SHUT_WR)
+            raw_socket(self._stream).shutdown(socket.SHUT_WR)  # its stdin ends: it exits
+        close_stream(self._stream)
 
 
 _routes: dict[IPv4Network, Relay] = {}

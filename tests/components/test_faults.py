@@ -21,6 +21,7 @@ from harness.faults.base import Fault, FaultError
 from harness.faults.injector import FaultInjector
 from harness.faults.kinds import KINDS
 from harness.faults.link import BridgeRules, advert_loss_rules, loss_rules, partition_rules
+from harness.lab.host_shell import LocalShell
 from harness.lab.host_tables import lab_tables, remove_lab_tables
 from tests.support.netns_lab import NetnsLab
 
@@ -71,7 +72,11 @@ class Link:
     b: Host
 
     def rules(self, rules: dict[str, list[str]], lab_id: str = "testlab1") -> BridgeRules:
-        return BridgeRules(lab_id, "test fault", rules, namespace=self.lab.bridge_namespace)
+        return BridgeRules(lab_id, "test fault", rules, self.shell)
+
+    @property
+    def shell(self) -> LocalShell:
+        return LocalShell(self.lab.bridge_namespace)
 
     def send(self, count: int) -> tuple[int, int]:
         """Send `count` VRRP packets and `count` UDP datagrams from a to b: how many of each
@@ -120,7 +125,7 @@ def test_partition_drops_everything_between_the_two_until_healed(link: Link) -> 
         assert partition.dropped() == 10
     finally:
         partition.heal()
-    assert partition.table not in lab_tables(link.lab.bridge_namespace)
+    assert partition.table not in lab_tables(link.shell)
     assert link.send(5) == (5, 5)
 
 
@@ -151,17 +156,17 @@ def test_random_loss_can_spare_vrrp(link: Link) -> None:
 
 @needs_root
 def test_lab_tables_are_found_and_removed_by_lab(link: Link) -> None:
-    namespace = link.lab.bridge_namespace
+    shell = link.shell
     mine = link.rules(partition_rules(link.a.mac, link.b.mac), lab_id="0123abcd")
     other = link.rules(partition_rules(link.a.mac, link.b.mac), lab_id="4567cdef")
     for fault in (mine, other):
         fault.apply()
-    assert lab_tables(namespace) == {mine.table: "0123abcd", other.table: "4567cdef"}
-    assert remove_lab_tables("0123abcd", namespace=namespace) == [mine.table]
+    assert lab_tables(shell) == {mine.table: "0123abcd", other.table: "4567cdef"}
+    assert remove_lab_tables("0123abcd", shell=shell) == [mine.table]
     # gc: everything but the labs that still exist.
-    assert remove_lab_tables(keep=frozenset({"4567cdef"}), namespace=namespace) == []
-    assert remove_lab_tables(keep=frozenset(), namespace=namespace) == [other.table]
-    assert lab_tables(namespace) == {}
+    assert remove_lab_tables(keep=frozenset({"4567cdef"}), shell=shell) == []
+    assert remove_lab_tables(keep=frozenset(), shell=shell) == [other.table]
+    assert lab_tables(shell) == {}
     mine.heal()  # healing a table that is gone already is fine
     assert link.send(3) == (3, 3)
 
@@ -222,9 +227,12 @@ def test_a_link_kind_builds_rules_for_the_amphoras_vip_port() -> None:
     vip = SimpleNamespace(network=SimpleNamespace(spec=SimpleNamespace(role="vip")),
                           mac_address="02:00:00:00:00:0a")
     amphora = SimpleNamespace(name="amphora-0", ports=[vip])
-    fault = KINDS["advert-loss"].build(SimpleNamespace(id="0123abcd", provider=None),
+    shell = LocalShell("where the lab's bridges are")
+    provider = SimpleNamespace(host_shell={"0123abcd": shell}.__getitem__)
+    fault = KINDS["advert-loss"].build(SimpleNamespace(id="0123abcd", provider=provider),
                                        [amphora])  # type: ignore[list-item]
     assert isinstance(fault, BridgeRules)
+    assert fault.shell is shell  # nft runs where the lab's provider says
     assert fault.table.startswith("amphora_harness_0123abcd_")
     assert fault.rules == advert_loss_rules("02:00:00:00:00:0a", lost=2, every=3)
     assert str(fault) == "2 of 3 adverts of amphora-0 lost"

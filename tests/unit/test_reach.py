@@ -1,5 +1,6 @@
-"""harness.lab.reach: the relay that opens a lab's connections from inside it, run here as a
-local process behind a stand-in for Docker's multiplexed exec stream, against local servers."""
+"""harness.lab.reach and harness.lab.mux: the relay that opens a lab's connections from inside
+it (one stream carrying them all), run here as a local process behind a stand-in for Docker's
+multiplexed exec stream, against local servers."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import requests
 import urllib3
 
 from harness.lab import reach
+from harness.polling import poll_until
 
 STDOUT, STDERR = 1, 2
 
@@ -66,9 +68,11 @@ def local_stream(argv: list[str]) -> socket.socket:
 @pytest.fixture
 def relayed_loopback():
     network = IPv4Network("127.0.0.0/8")
-    reach.route(network, reach.Relay(local_stream, source=IPv4Address("127.0.0.1")))
+    relay = reach.Relay(local_stream, source=IPv4Address("127.0.0.1"))
+    reach.route(network, relay)
     yield
     reach.unroute(network)
+    relay.close()
 
 
 def echo_server() -> tuple[socket.socket, int]:
@@ -162,3 +166,108 @@ def test_datagrams_to_a_lab_address_are_received_there_and_read_back():
         datagrams.close()
     with pytest.raises(OSError, match="ended"):
         datagrams.receive(5)
+
+
+def counted(opened: list[list[str]]):
+    """local_stream, remembering each argv it started."""
+    def open_stream(argv: list[str]) -> socket.socket:
+        opened.append(argv)
+        return local_stream(argv)
+    return open_stream
+
+
+def relay_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("relay ")]
+
+
+def test_every_connection_of_a_relay_shares_one_stream():
+    opened: list[list[str]] = []
+    relay = reach.Relay(counted(opened), source=IPv4Address("127.0.0.1"))
+    servers = [echo_server() for _ in range(12)]
+    answers: dict[int, bytes] = {}
+
+    def ask(port: int) -> None:
+        with relay.connect("127.0.0.1", port, timeout=10) as connection:
+            connection.sendall(b"n%d" % port)
+            connection.shutdown(socket.SHUT_WR)
+            answers[port] = connection.makefile("rb").read()
+
+    try:
+        askers = [threading.Thread(target=ask, args=(port,)) for _, port in servers]
+        for thread in askers:
+            thread.start()
+        for thread in askers:
+            thread.join(10)
+    finally:
+        relay.close()
+        for server, _ in servers:
+            server.close()
+    assert answers == {port: b"N%d" % port for _, port in servers}
+    assert len(opened) == 1
+
+
+def test_a_connection_whose_peer_stops_reading_holds_up_no_other():
+    relay = reach.Relay(local_stream, source=IPv4Address("127.0.0.1"))
+    deaf = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel does), never reads
+    stuck = relay.connect("127.0.0.1", deaf.getsockname()[1], timeout=10)
+
+    def send_a_lot() -> None:
+        with contextlib.suppress(OSError):  # the test closed it
+            stuck.sendall(b"x" * 20_000_000)
+
+    flood = threading.Thread(target=send_a_lot, daemon=True)
+    try:
+        flood.start()
+        flood.join(0.5)  # the deaf peer's buffers fill: the relay's writer to it waits
+        server, port = echo_server()
+        with server, relay.connect("127.0.0.1", port, timeout=10) as other:
+            other.settimeout(10)
+            other.sendall(b"still")
+            other.shutdown(socket.SHUT_WR)
+            assert other.makefile("rb").read() == b"STILL"
+    finally:
+        stuck.close()
+        relay.close()
+        deaf.close()
+
+
+def test_closing_the_relay_ends_its_connections_and_threads():
+    relay = reach.Relay(local_stream, source=IPv4Address("127.0.0.1"))
+    held = socket.create_server(("127.0.0.1", 0))  # keeps the connection open
+    connection = relay.connect("127.0.0.1", held.getsockname()[1], timeout=10)
+    try:
+        assert relay_threads()
+        relay.close()
+        connection.settimeout(10)
+        assert connection.recv(10) == b""  # ended with the stream
+        assert poll_until(lambda: not relay_threads(), 10, 0.05), relay_threads()
+    finally:
+        connection.close()
+        held.close()
+
+
+def test_a_reset_connection_ends_here_and_the_relay_serves_on():
+    relay = reach.Relay(local_stream, source=IPv4Address("127.0.0.1"))
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def reset() -> None:
+        connection, _ = server.accept()
+        connection.recv(1)  # the client is connected (a reset before would fail its connect)
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()  # linger 0: an RST, not a FIN
+
+    resetter = threading.Thread(target=reset, daemon=True)
+    resetter.start()
+    try:
+        with relay.connect("127.0.0.1", server.getsockname()[1], timeout=10) as connection:
+            connection.settimeout(10)
+            connection.sendall(b"x")
+            assert connection.recv(10) == b""
+        echo, port = echo_server()
+        with echo, relay.connect("127.0.0.1", port, timeout=10) as other:
+            other.sendall(b"on")
+            other.shutdown(socket.SHUT_WR)
+            assert other.makefile("rb").read() == b"ON"
+    finally:
+        relay.close()
+        server.close()

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import psutil
 
+from harness.lab.host_shell import THIS_HOST, HostShell
 from harness.octavia_source import OctaviaSource
 
 LAB_LABEL = "amphora-harness.lab"
@@ -212,6 +213,11 @@ class Provider(abc.ABC):
         """Whether network's bridge is on this host (so the harness reaches its nodes through
         the gateway address); the netns provider's always are."""
         return True
+
+    def host_shell(self, lab_id: str) -> HostShell:
+        """Where commands on the lab's host side run (nft for link faults, ip link for a cut):
+        the namespace of its bridges. This host, for a provider whose labs are all here."""
+        return THIS_HOST
 
     def open_stream(self, node: Node, argv: list[str]) -> Any:
         """Start argv inside the node with its stdin, stdout and stderr attached to the returned

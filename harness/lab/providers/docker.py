@@ -3,7 +3,8 @@
 Networks are `internal` bridges: the host still reaches every container through the bridge's
 gateway address, but containers get no route out of the machine. A hot-plugged port is
 `docker network connect` (the engine picks the address from the network's ip_range and derives
-the MAC); a cut link is the host-side veth of that interface going down.
+the MAC); a cut link is the host-side veth of that interface going down, set on the engine's host
+(this one, or through the lab's fault node for an engine elsewhere: Provider.host_shell).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import docker.errors
 import requests.exceptions
 from docker.types import IPAMConfig, IPAMPool, Ulimit
 
+from harness.lab.host_shell import THIS_HOST, HostShell
+from harness.lab.host_tables import remove_lab_tables
 from harness.lab.images import ImageBuilder, ImageBuildError
 from harness.lab.octavia_image import OctaviaImageBuilder
 from harness.lab.providers.base import (
@@ -47,6 +50,7 @@ from harness.lab.providers.base import (
     owner_token,
 )
 from harness.lab.providers.docker_testinfra import DockerApiBackend, remember_engine
+from harness.lab.providers.fault_node import FaultNode
 from harness.octavia_source import OctaviaSource
 
 T = TypeVar("T")
@@ -80,6 +84,8 @@ SYSTEMD_LOG_COMMAND = ("journalctl -b --no-pager 2>&1; echo '--- /var/log/amphor
 
 NETWORK_REMOVE_ATTEMPTS = 10
 PEER_INDEX = re.compile(r"@if(\d+):.*?link/ether ([0-9a-f:]{17})", re.S)
+# A line of `ip -o link`: "<index>: <name>[@<peer>]: <flags> ..."
+LINK_NAME = re.compile(r"^(\d+): ([^:@\s]+)", re.M)
 
 
 def _readable(exc: Exception) -> str:
@@ -109,6 +115,18 @@ def _tar(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def _bridge_here(network_id: str) -> bool:
+    """The engine names a network's bridge br-<first 12 of its id>: present here only when the
+    engine runs in this host's network namespace. (The lab's addresses cannot tell: another
+    engine's lab may hold the same block.)"""
+    return Path("/sys/class/net", f"br-{network_id[:12]}").exists()
+
+
+def _host_command(shell: HostShell, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    with _engine(f"running {argv[0]} on the lab's host"):
+        return shell.run(argv)
+
+
 def _ignore_missing(action: Callable[[], T]) -> T | None:
     try:
         return action()
@@ -132,6 +150,7 @@ class DockerProvider(Provider):
             self.client.ping()
         self.owner = owner_token()
         self._nofile_allowed = True
+        self._host_shells: dict[str, HostShell] = {}
 
     def _labels(self, lab_id: str, role: str, keep: bool) -> dict[str, str]:
         labels = {LAB_LABEL: lab_id, OWNER_LABEL: self.owner, ROLE_LABEL: role}
@@ -159,10 +178,24 @@ class DockerProvider(Provider):
         return Network(spec=spec, name=name, handle=network.id)
 
     def on_this_host(self, network: Network) -> bool:
-        # The engine names a network's bridge br-<first 12 of its id>: present here only when
-        # the engine runs in this host's network namespace. (The lab's addresses cannot tell:
-        # another engine's lab may hold the same block.)
-        return Path("/sys/class/net", f"br-{network.handle[:12]}").exists()
+        return _bridge_here(network.handle)
+
+    def host_shell(self, lab_id: str) -> HostShell:
+        """This host when the lab's bridges are here; else the lab's fault node on the engine,
+        in the engine's host network namespace (harness.lab.providers.fault_node)."""
+        shell = self._host_shells.get(lab_id)
+        if shell is None:
+            with _engine(f"looking up the networks of lab {lab_id}"):
+                networks = self.client.networks.list(filters=self._lab_filter(lab_id))
+            if all(_bridge_here(network.id) for network in networks):
+                shell = THIS_HOST
+            else:
+                labels = {k: v for k, v in networks[0].attrs["Labels"].items()
+                          if k != INDEX_LABEL}
+                shell = FaultNode(self.client, lab_id, labels, lambda: self.ensure_image(
+                    "amphora"))
+            self._host_shells[lab_id] = shell
+        return shell
 
     # nodes
 
@@ -315,13 +348,13 @@ class DockerProvider(Provider):
         self._set_host_link(node, mac_address, "up")
 
     def _set_host_link(self, node: Node, mac_address: str, state: str) -> None:
-        veth = self._host_veth(node, mac_address)
-        result = subprocess.run(["ip", "link", "set", "dev", veth, state],
-                                capture_output=True, text=True, check=False)
+        shell = self.host_shell(node.spec.lab_id)
+        veth = self._host_veth(node, mac_address, shell)
+        result = _host_command(shell, ["ip", "link", "set", "dev", veth, state])
         if result.returncode != 0:
             raise ProviderError(f"setting {veth} {state}: {result.stderr.strip()}")
 
-    def _host_veth(self, node: Node, mac_address: str) -> str:
+    def _host_veth(self, node: Node, mac_address: str, shell: HostShell) -> str:
         """The host end of the veth whose container end has mac_address, wherever inside the
         node that end lives now (the agent moves data-plane interfaces into a namespace)."""
         listing = self.exec(node, ["sh", "-c", "ip -o link; ip -all netns exec ip -o link"])
@@ -329,9 +362,10 @@ class DockerProvider(Provider):
         index = peers.get(mac_address.lower())
         if index is None:
             raise ProviderError(f"{node.name} has no interface with MAC {mac_address}")
-        for device in Path("/sys/class/net").iterdir():
-            if (device / "ifindex").read_text().strip() == str(index):
-                return device.name
+        host_links = _host_command(shell, ["ip", "-o", "link", "show"]).stdout
+        for found, device in LINK_NAME.findall(host_links):
+            if int(found) == index:
+                return device
         raise ProviderError(f"no host interface has index {index} ({node.name} {mac_address})")
 
     # hygiene
@@ -341,6 +375,12 @@ class DockerProvider(Provider):
 
     def teardown(self, lab_id: str) -> None:
         with _engine(f"tearing down lab {lab_id}"):
+            # Link faults on an engine elsewhere live in its host's namespace, reached through
+            # the lab's fault node: their tables go before the node does.
+            shell = self._host_shells.pop(lab_id, None) or FaultNode(
+                self.client, lab_id, {}, lambda: self.ensure_image("amphora"))
+            if isinstance(shell, FaultNode) and shell.exists():
+                remove_lab_tables(lab_id, shell=shell)
             # sparse: no inspect per container, which races with other labs' teardown.
             for container in self.client.containers.list(all=True, sparse=True,
                                                          filters=self._lab_filter(lab_id)):
