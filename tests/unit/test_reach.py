@@ -94,6 +94,16 @@ def echo_server() -> tuple[socket.socket, int]:
     return server, server.getsockname()[1]
 
 
+def echoed_through(relay: reach.Relay, data: bytes) -> bytes:
+    """What a fresh echo server sends back for data, over a new connection of relay."""
+    server, port = echo_server()
+    with server, relay.connect("127.0.0.1", port, timeout=10) as connection:
+        connection.settimeout(10)
+        connection.sendall(data)
+        connection.shutdown(socket.SHUT_WR)
+        return connection.makefile("rb").read()
+
+
 def test_bytes_and_a_half_close_pass_both_ways(relayed_loopback):
     server, port = echo_server()
     with server, reach.connect("127.0.0.1", port, timeout=10) as connection:
@@ -219,12 +229,7 @@ def test_a_connection_whose_peer_stops_reading_holds_up_no_other():
     try:
         flood.start()
         flood.join(0.5)  # the deaf peer's buffers fill: the relay's writer to it waits
-        server, port = echo_server()
-        with server, relay.connect("127.0.0.1", port, timeout=10) as other:
-            other.settimeout(10)
-            other.sendall(b"still")
-            other.shutdown(socket.SHUT_WR)
-            assert other.makefile("rb").read() == b"STILL"
+        assert echoed_through(relay, b"still") == b"STILL"
     finally:
         stuck.close()
         relay.close()
@@ -263,11 +268,7 @@ def test_a_reset_connection_ends_here_and_the_relay_serves_on():
             connection.settimeout(10)
             connection.sendall(b"x")
             assert connection.recv(10) == b""
-        echo, port = echo_server()
-        with echo, relay.connect("127.0.0.1", port, timeout=10) as other:
-            other.sendall(b"on")
-            other.shutdown(socket.SHUT_WR)
-            assert other.makefile("rb").read() == b"ON"
+        assert echoed_through(relay, b"on") == b"ON"
     finally:
         relay.close()
         server.close()
