@@ -112,28 +112,30 @@ def _cut_vip(lab: FaultLab, amphorae: Sequence[LabAmphora], _options: Mapping[st
 
 # --- links (host bridge rules) -----------------------------------------------------------------
 
+def _bridge_rules(lab: FaultLab, description: str, rules: dict[str, list[str]]) -> Fault:
+    """Rules in a table of the lab's, applied where the lab's bridges are."""
+    return BridgeRules(lab.id, description, rules, lab.provider.host_shell(lab.id))
+
+
 def _partition(lab: FaultLab, amphorae: Sequence[LabAmphora],
                _options: Mapping[str, Any]) -> Fault:
     a, b = amphorae
     rules = partition_rules(vip_port(a).mac_address, vip_port(b).mac_address)
-    return BridgeRules(lab.id, f"partition {a.name} | {b.name}", rules,
-                       lab.provider.host_shell(lab.id))
+    return _bridge_rules(lab, f"partition {a.name} | {b.name}", rules)
 
 
 def _loss(lab: FaultLab, amphorae: Sequence[LabAmphora], options: Mapping[str, Any]) -> Fault:
     amphora, percent, spare_vrrp = amphorae[0], options["percent"], options["spare_vrrp"]
     rules = loss_rules(vip_port(amphora).mac_address, percent, spare_vrrp=spare_vrrp)
     what = " (VRRP spared)" if spare_vrrp else ""
-    return BridgeRules(lab.id, f"{percent}% loss at {amphora.name}{what}", rules,
-                       lab.provider.host_shell(lab.id))
+    return _bridge_rules(lab, f"{percent}% loss at {amphora.name}{what}", rules)
 
 
 def _advert_loss(lab: FaultLab, amphorae: Sequence[LabAmphora],
                  options: Mapping[str, Any]) -> Fault:
     amphora, lost, every = amphorae[0], options["lost"], options["every"]
     rules = advert_loss_rules(vip_port(amphora).mac_address, lost, every)
-    return BridgeRules(lab.id, f"{lost} of {every} adverts of {amphora.name} lost", rules,
-                       lab.provider.host_shell(lab.id))
+    return _bridge_rules(lab, f"{lost} of {every} adverts of {amphora.name} lost", rules)
 
 
 def _delay(lab: FaultLab, amphorae: Sequence[LabAmphora], options: Mapping[str, Any]) -> Fault:

@@ -192,10 +192,14 @@ class DockerProvider(Provider):
             else:
                 labels = {k: v for k, v in networks[0].attrs["Labels"].items()
                           if k != INDEX_LABEL}
-                shell = FaultNode(self.client, lab_id, labels, lambda: self.ensure_image(
-                    "amphora"))
+                shell = self._fault_node(lab_id, labels)
             self._host_shells[lab_id] = shell
         return shell
+
+    def _fault_node(self, lab_id: str, labels: dict[str, str]) -> FaultNode:
+        """The lab's fault node on this engine (booted by its first command), of the amphora
+        image."""
+        return FaultNode(self.client, lab_id, labels, lambda: self.ensure_image("amphora"))
 
     # nodes
 
@@ -377,8 +381,7 @@ class DockerProvider(Provider):
         with _engine(f"tearing down lab {lab_id}"):
             # Link faults on an engine elsewhere live in its host's namespace, reached through
             # the lab's fault node: their tables go before the node does.
-            shell = self._host_shells.pop(lab_id, None) or FaultNode(
-                self.client, lab_id, {}, lambda: self.ensure_image("amphora"))
+            shell = self._host_shells.pop(lab_id, None) or self._fault_node(lab_id, {})
             if isinstance(shell, FaultNode) and shell.exists():
                 remove_lab_tables(lab_id, shell=shell)
             # sparse: no inspect per container, which races with other labs' teardown.
